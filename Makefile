@@ -1,0 +1,56 @@
+# SyncTV: `make run` serves a single node on :8080; `make test` installs what the tests
+# need and runs lint and the whole suite (what CI runs).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Debian packages the tests use; installed with apt-get only when missing.
+APT_PACKAGES := redis-server postgresql-client
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/synctv
+
+.PHONY: run test lint format deps services clean bench
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) manage.py migrate --no-input -v 0
+	$(PY) manage.py serve
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+services: deps
+	@pg_isready -h 127.0.0.1 -p 5432 -q || \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && exit 0; sleep 1; done; \
+	  echo "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: services lint
+	$(PY) -m pytest
+
+bench: $(VENV)/.dev services
+	$(PY) bench/seek_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,218 @@
+"""The local hub: groups of channels and one bounded queue per channel, for one event loop.
+
+Pure asyncio and standard library, so it can be reasoned about (and reused by the Redis
+bridge) without Django. Not thread-safe: one hub belongs to one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+OVERFLOW_MESSAGE_TYPE = "channel.overflow"
+
+Message = dict[str, Any]
+
+
+class _ChannelQueue:
+    """One channel's pending messages (as (deadline, message)) and its waiting receivers."""
+
+    __slots__ = ("capacity", "entries", "overflowed", "waiters")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: deque[tuple[float, Message]] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        # While set, the only entry is the overflow notice and group messages are dropped.
+        self.overflowed = False
+
+    def drop_expired(self, now: float) -> None:
+        # Deadlines only grow along the deque, so expired entries are all at its head. The
+        # overflow notice never expires: the receiver must learn that it fell behind.
+        if self.overflowed:
+            return
+        entries = self.entries
+        while entries and entries[0][0] <= now:
+            entries.popleft()
+
+    def push(self, deadline: float, message: Message) -> None:
+        self.entries.append((deadline, message))
+        self.wake_one()
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def is_idle(self) -> bool:
+        return not self.entries and not self.waiters
+
+
+class LocalHub:
+    """Groups → channel names, channel → bounded FIFO queue; all state of one event loop.
+
+    Messages are handed over by reference, never copied: a message is immutable once sent.
+    """
+
+    def __init__(
+        self,
+        capacity_for: Callable[[str], int],
+        expiry: float,
+        group_expiry: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._capacity_for = capacity_for
+        self._expiry = expiry
+        self._group_expiry = group_expiry
+        self._clock = clock
+        self._queues: dict[str, _ChannelQueue] = {}
+        self._groups: dict[str, dict[str, float]] = {}  # group → {channel: joined at}
+        self._memberships: dict[str, set[str]] = {}  # channel → groups
+        self._next_sweep = clock() + expiry
+
+    def put(self, channel: str, message: Message) -> bool:
+        """Queue a message for one channel; False if the channel is full (nothing queued)."""
+        now = self._tick()
+        queue = self._queue(channel)
+        queue.drop_expired(now)
+        if queue.overflowed or len(queue.entries) >= queue.capacity:
+            return False
+        queue.push(now + self._expiry, message)
+        return True
+
+    def fan_out(self, group: str, message: Message) -> int:
+        """Queue the same message object for every member; return how many got it queued.
+
+        A full member is not an error: its backlog is replaced by one overflow notice and it
+        gets no group messages until it has received that notice.
+        """
+        members = self._groups.get(group)
+        if not members:
+            return 0
+        now = self._tick()
+        joined_before = now - self._group_expiry
+        deadline = now + self._expiry
+        stale: list[str] = []
+        delivered = 0
+        for channel, joined_at in members.items():
+            if joined_at < joined_before:
+                stale.append(channel)
+                continue
+            queue = self._queue(channel)
+            if queue.overflowed:
+                continue
+            queue.drop_expired(now)
+            if len(queue.entries) >= queue.capacity:
+                queue.entries.clear()
+                queue.overflowed = True
+                queue.push(deadline, {"type": OVERFLOW_MESSAGE_TYPE})
+                continue
+            queue.push(deadline, message)
+            delivered += 1
+        for channel in stale:
+            self.discard(group, channel)
+        return delivered
+
+    async def get(self, channel: str) -> Message:
+        """Wait for the next unexpired message on a channel; cancelling it loses nothing."""
+        while True:
+            queue = self._queue(channel)
+            queue.drop_expired(self._tick())
+            if queue.entries:
+                _, message = queue.entries.popleft()
+                # While overflowed the notice is the only entry, so it has now been read.
+                queue.overflowed = False
+                return message
+            # The message stays queued until a receiver takes it synchronously above, so a
+            # cancelled wait can never swallow one.
+            waiter = asyncio.get_running_loop().create_future()
+            queue.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    # Woken for a message but leaving: hand the wake-up to another receiver.
+                    queue.wake_one()
+                raise
+            finally:
+                if waiter in queue.waiters:
+                    queue.waiters.remove(waiter)
+
+    def add(self, group: str, channel: str) -> bool:
+        """Add (or refresh) a channel's membership; True if this created the group."""
+        members = self._groups.get(group)
+        created = members is None
+        if members is None:
+            members = self._groups[group] = {}
+        members[channel] = self._clock()
+        self._memberships.setdefault(channel, set()).add(group)
+        return created
+
+    def discard(self, group: str, channel: str) -> bool:
+        """Remove a channel from a group; True if that emptied and dropped the group."""
+        members = self._groups.get(group)
+        if members is None or channel not in members:
+            return False
+        del members[channel]
+        groups = self._memberships.get(channel)
+        if groups is not None:
+            groups.discard(group)
+            if not groups:
+                del self._memberships[channel]
+                queue = self._queues.get(channel)
+                if queue is not None and queue.is_idle():
+                    del self._queues[channel]
+        if members:
+            return False
+        del self._groups[group]
+        return True
+
+    def has_group(self, group: str) -> bool:
+        """Whether any channel of this loop is a member of the group."""
+        return group in self._groups
+
+    def clear(self) -> None:
+        """Drop every queue and group; pending receivers keep waiting on fresh queues."""
+        queues = list(self._queues.values())
+        self._queues.clear()
+        self._groups.clear()
+        self._memberships.clear()
+        for queue in queues:
+            # Each woken receiver finds nothing and re-waits on the channel's new queue.
+            for waiter in queue.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _queue(self, channel: str) -> _ChannelQueue:
+        queue = self._queues.get(channel)
+        if queue is None:
+            queue = self._queues[channel] = _ChannelQueue(self._capacity_for(channel))
+        return queue
+
+    def _tick(self) -> float:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return now
+
+    def _sweep(self, now: float) -> None:
+        # Channels whose consumer went away without receiving would otherwise keep their
+        # queue forever; once per expiry period, drop queues that are empty or stale.
+        self._next_sweep = now + self._expiry
+        for channel, queue in list(self._queues.items()):
+            queue.drop_expired(now)
+            if queue.waiters:
+                continue
+            if queue.overflowed:
+                # An unread overflow notice matters only while the channel is still a member,
+                # or for one expiry period after it left (its receiver may still be draining).
+                if channel in self._memberships or queue.entries[0][0] > now:
+                    continue
+            elif queue.entries:
+                continue
+            del self._queues[channel]

@@ -1,0 +1,10 @@
+"""The rooms app: rooms, members, playlists, playback, chat and the WebSocket protocol."""
+
+from django.apps import AppConfig
+
+
+class RoomsConfig(AppConfig):
+    """Rooms and everything that happens in them."""
+
+    name = "rooms"
+    default_auto_field = "django.db.models.BigAutoField"

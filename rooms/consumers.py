@@ -1,0 +1,243 @@
+"""RoomConsumer: one browser socket in one room. Parses frames, calls services, relays events.
+
+It holds no business rules: admission, permissions and state changes live in rooms.services;
+room events arrive from the channel layer already encoded and are sent as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from cluster.connections import connection_manager
+from monitoring.logging import bind_log_context
+from monitoring.metrics import EVENT_DELIVERY_DURATION
+from rooms import protocol
+from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
+from rooms.errors import ServiceError
+from rooms.flood import ErrorWindow, TokenBucket
+from rooms.payloads import now_ms
+from rooms.services import chat, playback, presence
+from rooms.services.events import encode, error_frame, member_group, room_group
+from rooms.services.rooms import admit_socket
+from rooms.services.snapshot import build_snapshot
+
+logger = logging.getLogger(__name__)
+
+PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    """The WebSocket of `/ws/rooms/{room_id}/` (SPEC §4)."""
+
+    room_id: str
+    connection_id: str
+    user: Any
+    admitted = False
+    closing = False
+    watchdog: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        """Admit the socket (auth, membership, limits), then send the snapshot."""
+        config = settings.SYNCTV
+        self.room_id = self.scope["url_route"]["kwargs"]["room_id"]
+        self.connection_id = uuid.uuid4().hex
+        self.user = self.scope.get("user")
+        self.bucket = TokenBucket(
+            config.websocket.rate_limit_per_sec, config.websocket.rate_limit_burst
+        )
+        self.errors = ErrorWindow(
+            config.websocket.abuse_max_errors, config.websocket.abuse_window_secs
+        )
+        self.last_activity = time.monotonic()
+        bind_log_context(
+            room_id=self.room_id,
+            connection_id=self.connection_id,
+            user_id=getattr(self.user, "id", None),
+        )
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close_with(
+                CloseCode.NOT_AUTHENTICATED, "sign in first: a session cookie or ?token=<token>"
+            )
+            return
+        try:
+            room, membership = await database_sync_to_async(admit_socket)(self.user, self.room_id)
+        except ServiceError as exc:
+            code = (
+                CloseCode.ROOM_NOT_FOUND
+                if exc.code == ErrorCode.NOT_FOUND
+                else CloseCode.NOT_ALLOWED
+            )
+            await self.close_with(code, exc.message)
+            return
+        refusal = connection_manager().try_admit(str(self.user.id), self.room_id)
+        if refusal is not None:
+            await self.close_with(
+                CloseCode.CONNECTION_LIMIT, f"connection limit reached: {refusal}", reason=refusal
+            )
+            return
+        self.admitted = True
+        for group in self._groups():
+            await self.channel_layer.group_add(group, self.channel_name)
+        snapshot = await database_sync_to_async(self._join)(room, membership)
+        await self.send(text_data=encode(snapshot))
+        self.watchdog = asyncio.create_task(self._watch_timeouts())
+        logger.info("socket joined room")
+
+    def _groups(self) -> list[str]:
+        return [room_group(self.room_id), member_group(self.room_id, self.user.id)]
+
+    def _join(self, room: Any, membership: Any) -> dict[str, Any]:
+        presence.connect(self.connection_id, self.room_id, self.user.id, settings.SYNCTV_NODE_ID)
+        body = build_snapshot(room, membership, settings.SYNCTV.websocket.chat_history)
+        return {
+            "type": "snapshot",
+            "server_time": now_ms(),
+            "node_id": settings.SYNCTV_NODE_ID,
+            "connection_id": self.connection_id,
+            **{key: value for key, value in body.items() if key != "type"},
+        }
+
+    async def disconnect(self, code: int) -> None:
+        """Leave groups, forget presence and free the connection slot."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        if not self.admitted:
+            return
+        self.admitted = False
+        connection_manager().release(str(self.user.id), self.room_id)
+        for group in self._groups():
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await database_sync_to_async(presence.disconnect)(self.connection_id, self.room_id)
+        logger.info("socket left room", extra={"close_code": code})
+
+    async def close_with(self, code: CloseCode, message: str, reason: str | None = None) -> None:
+        """Send the `error` that explains a 4xxx close, then close."""
+        if self.closing:
+            return
+        error_code = CLOSE_ERROR.get(code)
+        if error_code is not None:
+            await self.send(text_data=encode(error_frame(error_code, message)))
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str | None = None) -> None:
+        self.closing = True
+        await self.close(code=int(code), reason=reason)
+
+    # --- frames from the client -------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """One client frame: size, flood and schema checks, then the command."""
+        if self.closing or not self.admitted:
+            return
+        self.last_activity = time.monotonic()
+        if text_data is None:
+            await self.refuse(ErrorCode.BAD_REQUEST, "binary frames are not supported: send JSON")
+            return
+        if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode()) > MAX_FRAME_BYTES:
+            await self.send(
+                text_data=encode(
+                    error_frame(
+                        ErrorCode.TOO_LARGE, f"a frame may be at most {MAX_FRAME_BYTES} bytes"
+                    )
+                )
+            )
+            await self._close(CloseCode.FRAME_TOO_LARGE)
+            return
+        if not self.bucket.take():
+            await self.refuse(ErrorCode.RATE_LIMITED, "too many messages: slow down")
+            return
+        message, req_id, problem = protocol.parse(text_data)
+        if message is None:
+            await self.refuse(ErrorCode.BAD_REQUEST, problem or "bad message", req_id)
+            return
+        try:
+            await self.handle(message)
+        except ServiceError as exc:
+            await self.refuse(exc.code, exc.message, message.req_id)
+        except Exception:
+            logger.exception("command failed", extra={"command": message.type})
+            await self.refuse(
+                ErrorCode.SERVER_ERROR, "the server could not do that; try again", message.req_id
+            )
+
+    async def refuse(self, code: ErrorCode, text: str, req_id: Any = None) -> None:
+        """Answer with an `error`; too many of them in a minute closes the socket (1008)."""
+        await self.send(text_data=encode(error_frame(code, text, req_id)))
+        if self.errors.record():
+            await self._close(CloseCode.POLICY_VIOLATION)
+
+    async def handle(self, message: Any) -> None:
+        """Run one valid command."""
+        kind = message.type
+        if kind == "ping":
+            await self.reply(
+                {"type": "pong", "client_time": message.client_time, "server_time": now_ms()},
+                message.req_id,
+            )
+        elif kind == "sync":
+            state = await database_sync_to_async(playback.current)(self.room_id)
+            await self.reply({"type": "playback", "playback": state, "by": None}, message.req_id)
+        elif kind in PLAYBACK_COMMANDS:
+            fields = message.model_dump(exclude={"type", "req_id"})
+            state = await database_sync_to_async(playback.change_playback)(
+                self.user, self.room_id, kind, **fields
+            )
+            await self.reply({"type": "ack", "version": state["version"]}, message.req_id)
+        elif kind == "chat":
+            await database_sync_to_async(chat.send_chat)(self.user, self.room_id, message.text)
+            await self.reply({"type": "ack"}, message.req_id)
+
+    async def reply(self, frame: dict[str, Any], req_id: Any) -> None:
+        """Send a frame to this socket only, echoing `req_id` when the client gave one."""
+        if req_id is not None:
+            frame["req_id"] = req_id
+        await self.send(text_data=encode(frame))
+
+    # --- events from the channel layer --------------------------------------------------
+
+    async def room_event(self, message: dict[str, Any]) -> None:
+        """A room event, already encoded once by its publisher: send it as it is."""
+        if self.closing:
+            return
+        await self.send(text_data=message["text"])
+        EVENT_DELIVERY_DURATION.observe(max(0.0, time.time() - message["published_at"]))
+
+    async def room_close(self, message: dict[str, Any]) -> None:
+        """Frames to send, then a close (room deleted, banned)."""
+        if self.closing:
+            return
+        for text in message["texts"]:
+            await self.send(text_data=text)
+        await self._close(message["code"])
+
+    async def channel_overflow(self, message: dict[str, Any]) -> None:
+        """This socket fell too far behind the room's events: close 1013 so it reconnects."""
+        await self._close(CloseCode.TRY_AGAIN_LATER)
+
+    async def _watch_timeouts(self) -> None:
+        limits = settings.SYNCTV.cluster.connection_limits
+        started = time.monotonic()
+        while not self.closing:
+            now = time.monotonic()
+            if now >= started + limits.max_duration_secs:
+                await self.close_with(
+                    CloseCode.MAX_DURATION,
+                    "this connection reached its maximum duration: reconnect",
+                )
+                return
+            if now >= self.last_activity + limits.idle_timeout_secs:
+                await self.close_with(CloseCode.IDLE_TIMEOUT, "closed after being idle")
+                return
+            wake = min(
+                started + limits.max_duration_secs, self.last_activity + limits.idle_timeout_secs
+            )
+            await asyncio.sleep(max(0.05, wake - now))

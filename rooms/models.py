@@ -1,0 +1,134 @@
+"""What SyncTV keeps in the database, the source of truth (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from django.conf import settings
+from django.db import models
+
+from rooms.permissions import MemberStatus, Role
+
+USER_MODEL = settings.AUTH_USER_MODEL
+ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_public_id(length: int = 10) -> str:
+    """A short random id that is safe in URLs and channel group names."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(length))
+
+
+class Profile(models.Model):
+    """What SyncTV adds to a Django user: a display name and whether it is a guest."""
+
+    user = models.OneToOneField(
+        USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="synctv_profile",
+    )
+    display_name = models.CharField(max_length=64)
+    is_guest = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+
+class AuthToken(models.Model):
+    """A bearer token; only its SHA-256 is stored."""
+
+    key_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(USER_MODEL, on_delete=models.CASCADE, related_name="synctv_tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Room(models.Model):
+    """A room: one playlist, one playback state, one chat, its members."""
+
+    id = models.CharField(primary_key=True, max_length=16, default=new_public_id, editable=False)
+    name = models.CharField(max_length=100)
+    password = models.CharField(max_length=256, blank=True, default="")
+    hidden = models.BooleanField(default=False)
+    settings = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    playlist_version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class Membership(models.Model):
+    """A user's place in a room: role, status and granted permissions."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        USER_MODEL, on_delete=models.CASCADE, related_name="synctv_memberships"
+    )
+    role = models.CharField(max_length=16, choices=[(r.value, r.value) for r in Role])
+    status = models.CharField(
+        max_length=16,
+        choices=[(s.value, s.value) for s in MemberStatus],
+        default=MemberStatus.ACTIVE,
+    )
+    permissions = models.JSONField(default=list, blank=True)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="one_membership_per_user")
+        ]
+
+
+class Movie(models.Model):
+    """One entry of a room's playlist."""
+
+    id = models.CharField(primary_key=True, max_length=16, default=new_public_id, editable=False)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="movies")
+    url = models.CharField(max_length=2048)
+    title = models.CharField(max_length=200)
+    type = models.CharField(max_length=32)
+    position = models.IntegerField()
+    added_by = models.ForeignKey(USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "created_at"]
+        indexes = [models.Index(fields=["room", "position"])]
+
+
+class PlaybackState(models.Model):
+    """Where a room's player is: versioned, changed only by one atomic UPDATE each time."""
+
+    room = models.OneToOneField(
+        Room, on_delete=models.CASCADE, primary_key=True, related_name="playback"
+    )
+    movie = models.ForeignKey(Movie, null=True, on_delete=models.SET_NULL, related_name="+")
+    position = models.FloatField(default=0.0)
+    playing = models.BooleanField(default=False)
+    rate = models.FloatField(default=1.0)
+    version = models.BigIntegerField(default=0)
+    updated_at = models.BigIntegerField(default=0, help_text="server epoch milliseconds")
+
+
+class ChatMessage(models.Model):
+    """One chat line, kept for history."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="chat_messages")
+    user = models.ForeignKey(USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    sent_at = models.BigIntegerField(help_text="server epoch milliseconds")
+
+    class Meta:
+        indexes = [models.Index(fields=["room", "-id"])]
+
+
+class Presence(models.Model):
+    """One open WebSocket connection, on whichever node holds it: who is online where."""
+
+    connection_id = models.CharField(primary_key=True, max_length=64)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="presences")
+    user = models.ForeignKey(USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    node_id = models.CharField(max_length=128, db_index=True)
+    connected_at = models.DateTimeField(auto_now_add=True)

@@ -1,0 +1,121 @@
+"""Accounts: sign-up, login, guests and bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from rooms.codes import ErrorCode
+from rooms.errors import ServiceError, bad_request
+from rooms.models import AuthToken, Profile
+
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+MAX_PASSWORD_LENGTH = 256
+GUEST_LIFETIME = timedelta(days=7)
+
+
+def _token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def issue_token(user: Any) -> str:
+    """A new bearer token for `user`; only its hash is kept."""
+    raw = secrets.token_urlsafe(32)
+    AuthToken.objects.create(user=user, key_hash=_token_hash(raw))
+    return raw
+
+
+def revoke_token(raw: str) -> None:
+    """Forget a bearer token (logout)."""
+    AuthToken.objects.filter(key_hash=_token_hash(raw)).delete()
+
+
+def user_for_token(raw: str) -> Any | None:
+    """The active user a bearer token belongs to, or None (unknown token, expired guest)."""
+    if not raw or len(raw) > 256:
+        return None
+    token = (
+        AuthToken.objects.select_related("user", "user__synctv_profile")
+        .filter(key_hash=_token_hash(raw))
+        .first()
+    )
+    if token is None or not token.user.is_active or is_expired_guest(token.user):
+        return None
+    return token.user
+
+
+def is_expired_guest(user: Any) -> bool:
+    """A guest account past its lifetime can no longer sign in."""
+    profile = getattr(user, "synctv_profile", None)
+    return bool(
+        profile and profile.is_guest and profile.expires_at and profile.expires_at < timezone.now()
+    )
+
+
+def _clean_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise bad_request(f"{what} must be a non-empty string")
+    cleaned = " ".join(name.split())
+    if len(cleaned) > 64:
+        raise bad_request(f"{what} must be at most 64 characters")
+    return cleaned
+
+
+def signup(username: str, password: str) -> Any:
+    """Create an account; 409 if the name is taken."""
+    if not USERNAME_PATTERN.match(username or ""):
+        raise bad_request("username must be 3 to 32 characters: letters, digits, '_', '.' or '-'")
+    if not password or len(password) > MAX_PASSWORD_LENGTH:
+        raise bad_request(f"password must be 8 to {MAX_PASSWORD_LENGTH} characters")
+    try:
+        validate_password(password)
+    except ValidationError as exc:
+        raise bad_request(" ".join(exc.messages)) from None
+    user_model = get_user_model()
+    try:
+        with transaction.atomic():
+            if user_model.objects.filter(username__iexact=username).exists():
+                raise IntegrityError
+            user = user_model.objects.create_user(username=username, password=password)
+            Profile.objects.create(user=user, display_name=username)
+    except IntegrityError:
+        raise ServiceError(ErrorCode.CONFLICT, f"the username {username!r} is taken") from None
+    return user
+
+
+def login(username: str, password: str) -> Any:
+    """Check a username and password; 401 when they do not match."""
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise bad_request("username and password must be strings")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ServiceError(ErrorCode.UNAUTHENTICATED, "wrong username or password")
+    user = authenticate(username=username, password=password)
+    if user is None:
+        raise ServiceError(ErrorCode.UNAUTHENTICATED, "wrong username or password")
+    return user
+
+
+def create_guest(name: str) -> Any:
+    """A guest account with a display name, valid for GUEST_LIFETIME."""
+    display_name = _clean_name(name, "name")
+    user_model = get_user_model()
+    with transaction.atomic():
+        user = user_model(username=f"guest-{secrets.token_hex(6)}")
+        user.set_unusable_password()
+        user.save()
+        Profile.objects.create(
+            user=user,
+            display_name=display_name,
+            is_guest=True,
+            expires_at=timezone.now() + GUEST_LIFETIME,
+        )
+    return user

@@ -1,0 +1,65 @@
+"""Publishing room events: encode once, send after the transaction commits."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from monitoring.metrics import EVENT_PUBLISH_DURATION, count_published
+from rooms.codes import CLOSE_ERROR, CloseCode
+
+# Layer message types, handled by RoomConsumer.room_event / room_close.
+ROOM_EVENT = "room.event"
+ROOM_CLOSE = "room.close"
+
+
+def room_group(room_id: str) -> str:
+    """Every connection of a room."""
+    return f"room.{room_id}"
+
+
+def member_group(room_id: str, user_id: int) -> str:
+    """Every connection of one user in one room (kicks, bans)."""
+    return f"member.{room_id}.{user_id}"
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """A frame's JSON text, made once per event and shared by every recipient."""
+    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+
+
+def error_frame(code: str, message: str, req_id: Any = None) -> dict[str, Any]:
+    """An `error` frame."""
+    frame: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if req_id is not None:
+        frame["req_id"] = req_id
+    return frame
+
+
+def _send(group: str, message: dict[str, Any], room_id: str, event_type: str) -> None:
+    started = time.perf_counter()
+    async_to_sync(get_channel_layer().group_send)(group, message)
+    EVENT_PUBLISH_DURATION.observe(time.perf_counter() - started)
+    count_published(room_id, event_type)
+
+
+def publish(room_id: str, frame: dict[str, Any], group: str | None = None) -> None:
+    """Send `frame` to every connection of the room (or of `group`) once the write commits."""
+    message = {"type": ROOM_EVENT, "text": encode(frame), "published_at": time.time()}
+    target = group or room_group(room_id)
+    transaction.on_commit(lambda: _send(target, message, room_id, frame["type"]))
+
+
+def publish_close(
+    room_id: str, frame: dict[str, Any], code: CloseCode, reason: str, group: str | None = None
+) -> None:
+    """Send `frame`, then the matching `error`, then close every connection of the group."""
+    texts = [encode(frame), encode(error_frame(CLOSE_ERROR[code], reason))]
+    message = {"type": ROOM_CLOSE, "texts": texts, "code": int(code), "published_at": time.time()}
+    target = group or room_group(room_id)
+    transaction.on_commit(lambda: _send(target, message, room_id, frame["type"]))

@@ -1,0 +1,87 @@
+"""Members: list them, change roles, permissions and bans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from rooms.codes import CloseCode
+from rooms.errors import bad_request, forbidden, not_found
+from rooms.models import Membership, Presence
+from rooms.payloads import member_payload, user_payload
+from rooms.permissions import ALL_PERMISSIONS, MemberStatus, Role
+from rooms.services.events import member_group, publish_close
+from rooms.services.rooms import require_active_member, require_admin
+
+
+def list_members(user: Any, room_id: str) -> list[dict[str, Any]]:
+    """Every member with role, status, permissions and whether they are online (members only)."""
+    require_active_member(room_id, user)
+    online = set(Presence.objects.filter(room_id=room_id).values_list("user_id", flat=True))
+    memberships = (
+        Membership.objects.filter(room_id=room_id)
+        .select_related("user__synctv_profile")
+        .order_by("joined_at", "id")
+    )
+    return [member_payload(m, online=m.user_id in online) for m in memberships]
+
+
+def _check_changes(actor: Membership, target: Membership, changes: dict[str, Any]) -> None:
+    unknown = set(changes) - {"role", "permissions", "status"}
+    if unknown:
+        raise bad_request(
+            f"cannot change {', '.join(sorted(unknown))}; allowed: role, permissions, status"
+        )
+    if target.role == Role.CREATOR:
+        raise forbidden("the room's creator cannot be changed")
+    if target.user_id == actor.user_id:
+        raise forbidden("you cannot change your own membership")
+    if target.role == Role.ADMIN and actor.role != Role.CREATOR:
+        raise forbidden("only the room's creator may change an admin")
+    role = changes.get("role")
+    if role is not None:
+        if role not in (Role.ADMIN, Role.MEMBER):
+            raise bad_request("role must be 'admin' or 'member'")
+        if actor.role != Role.CREATOR:
+            raise forbidden("only the room's creator may grant or take the admin role")
+    permissions = changes.get("permissions")
+    if permissions is not None and (
+        not isinstance(permissions, list)
+        or not all(isinstance(p, str) and p in ALL_PERMISSIONS for p in permissions)
+    ):
+        raise bad_request(f"permissions must be a list drawn from {', '.join(ALL_PERMISSIONS)}")
+    status = changes.get("status")
+    if status is not None and status not in (MemberStatus.ACTIVE, MemberStatus.BANNED):
+        raise bad_request("status must be 'active' or 'banned'")
+
+
+def update_member(
+    actor_user: Any, room_id: str, user_id: int, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """Change a member's role, permissions or status (admins); a ban kicks every connection."""
+    actor = require_admin(room_id, actor_user)
+    with transaction.atomic():
+        target = (
+            Membership.objects.select_for_update()
+            .select_related("user__synctv_profile")
+            .filter(room_id=room_id, user_id=user_id)
+            .first()
+        )
+        if target is None:
+            raise not_found(f"user {user_id} is not a member of this room")
+        _check_changes(actor, target, changes)
+        for field in ("role", "permissions", "status"):
+            if changes.get(field) is not None:
+                setattr(target, field, changes[field])
+        target.save()
+        if target.status == MemberStatus.BANNED:
+            publish_close(
+                room_id,
+                {"type": "kicked", "room_id": room_id, "by": user_payload(actor_user)},
+                CloseCode.NOT_ALLOWED,
+                "you were banned from this room",
+                group=member_group(room_id, target.user_id),
+            )
+    online = Presence.objects.filter(room_id=room_id, user_id=user_id).exists()
+    return member_payload(target, online=online)

@@ -1,0 +1,96 @@
+"""Playback: play, pause, seek, rate and set_movie, each one atomic UPDATE that bumps the version."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Case, F, FloatField, Value, When
+from django.db.models.expressions import ExpressionWrapper
+
+from rooms.errors import bad_request, not_found
+from rooms.models import Movie, PlaybackState
+from rooms.payloads import now_ms, playback_payload, user_payload
+from rooms.permissions import Permission
+from rooms.services.events import publish
+from rooms.services.rooms import require_permission
+
+MIN_RATE = 0.25
+MAX_RATE = 4.0
+
+
+def _position_now(now: int) -> Case:
+    """SQL for the position at `now`: it only moves while playing."""
+    moved = ExpressionWrapper(
+        F("position") + (Value(now) - F("updated_at")) / Value(1000.0) * F("rate"),
+        output_field=FloatField(),
+    )
+    return Case(When(playing=True, then=moved), default=F("position"), output_field=FloatField())
+
+
+def _check_position(position: Any) -> float:
+    if (
+        isinstance(position, bool)
+        or not isinstance(position, int | float)
+        or not math.isfinite(position)
+        or position < 0
+    ):
+        raise bad_request("position must be a finite number of seconds, at least 0")
+    return float(position)
+
+
+def bump(room_id: str, changes: dict[str, Any], by: Any = None) -> dict[str, Any]:
+    """Apply `changes` in ONE UPDATE that also bumps the version; publish and return the state."""
+    now = now_ms()
+    with transaction.atomic():
+        updated = PlaybackState.objects.filter(room_id=room_id).update(
+            **changes, version=F("version") + 1, updated_at=now
+        )
+        if not updated:
+            raise not_found(f"no room {room_id!r}")
+        # Our UPDATE holds the row lock until commit, so this read sees exactly our version.
+        state = playback_payload(PlaybackState.objects.get(room_id=room_id))
+        publish(room_id, {"type": "playback", "playback": state, "by": user_payload(by)})
+    return state
+
+
+def change_playback(user: Any, room_id: str, action: str, **fields: Any) -> dict[str, Any]:
+    """One client command (play, pause, seek, rate, set_movie) with its permission check."""
+    if action == "set_movie":
+        require_permission(room_id, user, Permission.SET_CURRENT_MOVIE)
+        return set_movie(room_id, fields.get("movie_id"), by=user)
+    require_permission(room_id, user, Permission.CONTROL_PLAYBACK)
+    now = now_ms()
+    position = fields.get("position")
+    if action in ("play", "pause"):
+        anchor = _check_position(position) if position is not None else _position_now(now)
+        return bump(room_id, {"position": anchor, "playing": action == "play"}, by=user)
+    if action == "seek":
+        return bump(room_id, {"position": _check_position(position)}, by=user)
+    if action == "rate":
+        rate = fields.get("rate")
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not (MIN_RATE <= rate <= MAX_RATE)
+        ):
+            raise bad_request(f"rate must be a number from {MIN_RATE} to {MAX_RATE}")
+        # Re-anchor the position at the old rate before the new one applies.
+        return bump(room_id, {"position": _position_now(now), "rate": float(rate)}, by=user)
+    raise bad_request(f"unknown playback action {action!r}")
+
+
+def set_movie(room_id: str, movie_id: Any, by: Any = None) -> dict[str, Any]:
+    """Make `movie_id` (or nothing, with None) the current movie, paused at 0."""
+    if movie_id is not None and not Movie.objects.filter(pk=movie_id, room_id=room_id).exists():
+        raise not_found(f"no movie {movie_id!r} in this room's playlist")
+    return bump(room_id, {"movie_id": movie_id, "position": 0.0, "playing": False}, by=by)
+
+
+def current(room_id: str) -> dict[str, Any]:
+    """The room's playback state as stored."""
+    state = PlaybackState.objects.filter(room_id=room_id).first()
+    if state is None:
+        raise not_found(f"no room {room_id!r}")
+    return playback_payload(state)

@@ -1,0 +1,26 @@
+"""ASGI entry point: HTTP goes to Django, room sockets through origin check and auth."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synctv_project.settings")
+django_application = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from rooms.consumers import RoomConsumer  # noqa: E402
+from rooms.ws_auth import OriginCheckMiddleware, TokenAuthMiddleware  # noqa: E402
+
+websocket_routes = [path("ws/rooms/<str:room_id>/", RoomConsumer.as_asgi())]
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": OriginCheckMiddleware(
+            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_routes)))
+        ),
+    }
+)

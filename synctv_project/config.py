@@ -1,0 +1,267 @@
+"""SyncTV configuration: an optional YAML file, then `SYNCTV__SECTION__KEY` environment overrides.
+
+The whole configuration is parsed once, at start, into `SyncTVConfig`; settings.py is built
+from it and nothing else reads the environment. A bad value stops start-up with one line
+naming the key, the value and what was expected (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "SYNCTV__"
+ENV_DELIMITER = "__"
+CONFIG_PATH_VARIABLE = "SYNCTV_CONFIG"
+DEFAULT_CONFIG_FILE = "config.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration value that SyncTV refuses; the message is one line for operators."""
+
+
+class Section(BaseModel):
+    """A configuration section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerConfig(Section):
+    """`server:` — where the node listens and which hosts and origins it accepts."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    secret_key: str = ""
+    allowed_hosts: list[str] = ["*"]
+    allowed_origins: list[str] = []
+    debug: bool = False
+
+
+class DatabaseConfig(Section):
+    """`database:` — the source of truth; SQLite by default, PostgreSQL in production."""
+
+    url: str = "sqlite:///synctv.sqlite3"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+            raise ValueError("expected a URL starting sqlite:/// or postgresql://")
+        return value
+
+
+class RedisConfig(Section):
+    """`redis:` — empty url means single-node mode."""
+
+    url: str = ""
+    key_prefix: str = "synctv:"
+    cluster_mode: bool = False
+
+
+class ConnectionLimits(Section):
+    """`cluster.connection_limits:` — per-node limits on WebSocket connections."""
+
+    per_user: int = Field(10, ge=1)
+    per_room: int = Field(1000, ge=1)
+    global_: int = Field(100000, ge=1, alias="global")
+    idle_timeout_secs: int = Field(1800, ge=1)
+    max_duration_secs: int = Field(86400, ge=1)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+
+
+class ClusterConfig(Section):
+    """`cluster:` — node identity, dedup window, limits and shutdown grace."""
+
+    node_id: str = ""
+    dedup_window_secs: int = Field(60, ge=1)
+    connection_limits: ConnectionLimits = ConnectionLimits()
+    shutdown_grace_secs: int = Field(30, ge=0)
+
+
+class LoggingConfig(Section):
+    """`logging:` — level and line format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MetricsConfig(Section):
+    """`metrics:` — whether the high-cardinality per-room and per-user series exist."""
+
+    per_room_labels: bool = True
+    per_user_labels: bool = True
+
+
+class WebSocketConfig(Section):
+    """`websocket:` — per-connection flood protection (not in SPEC §2; documented in docs/)."""
+
+    rate_limit_per_sec: float = Field(20.0, gt=0)
+    rate_limit_burst: int = Field(40, ge=1)
+    abuse_max_errors: int = Field(50, ge=1)
+    abuse_window_secs: int = Field(60, ge=1)
+    send_queue_capacity: int = Field(200, ge=1)
+    chat_history: int = Field(50, ge=0, le=500)
+
+
+class SyncTVConfig(BaseSettings):
+    """The whole configuration of one node."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+
+    @property
+    def cluster_mode(self) -> bool:
+        """True when a Redis URL is set: events cross nodes through Redis."""
+        return bool(self.redis.url)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment overrides the YAML file, key by key."""
+        yaml_file = _yaml_path(os.environ)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _yaml_path(environ: Any) -> Path | None:
+    explicit = environ.get(CONFIG_PATH_VARIABLE)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_PATH_VARIABLE}={explicit}: no such file")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _check_env_keys(environ: dict[str, str]) -> None:
+    """Refuse `SYNCTV__...` variables that name no key (pydantic-settings would ignore them)."""
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+        model: Any = SyncTVConfig
+        for depth, part in enumerate(parts):
+            fields = {
+                (info.alias or field_name): info for field_name, info in model.model_fields.items()
+            }
+            if part not in fields:
+                raise ConfigError(f"{name}: unknown key {'.'.join(parts[: depth + 1])!r}")
+            annotation = fields[part].annotation
+            is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if depth < len(parts) - 1 and not is_section:
+                raise ConfigError(f"{name}: {'.'.join(parts[: depth + 1])!r} has no sub-keys")
+            model = annotation
+
+
+def _check_yaml(path: Path | None) -> None:
+    """Give a bad YAML file (syntax, or not a mapping) a one-line error."""
+    if path is None:
+        return
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not a valid YAML file: {detail}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key")
+            continue
+        value = item.get("input")
+        expected = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{key} = {value!r}: {expected}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def load_config() -> SyncTVConfig:
+    """Read YAML + environment into a validated config, or raise ConfigError (one line)."""
+    _check_env_keys(dict(os.environ))
+    _check_yaml(_yaml_path(os.environ))
+    try:
+        return SyncTVConfig()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def resolve_node_id(config: SyncTVConfig) -> str:
+    """`cluster.node_id`, else $NODE_NAME or the hostname plus a short random suffix."""
+    if config.cluster.node_id:
+        return config.cluster.node_id
+    base = os.environ.get("NODE_NAME") or socket.gethostname() or "node"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def sqlite_path(config: SyncTVConfig) -> Path | None:
+    """The SQLite file of the embedded database, or None when the database is PostgreSQL."""
+    url = config.database.url
+    if not url.startswith("sqlite://"):
+        return None
+    return Path(url.removeprefix("sqlite:///") or "synctv.sqlite3")
+
+
+def resolve_secret_key(config: SyncTVConfig) -> str:
+    """The configured secret, or (single-node only) one generated once and kept in a file."""
+    if config.server.secret_key:
+        return config.server.secret_key
+    if config.cluster_mode:
+        raise ConfigError(
+            "server.secret_key = '': expected a secret shared by every node "
+            "(cluster mode refuses to start without one)"
+        )
+    database = sqlite_path(config)
+    folder = database.parent if database is not None else Path(".")
+    key_file = folder / "synctv.secret"
+    if key_file.is_file():
+        return key_file.read_text(encoding="utf-8").strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    key_file.write_text(key + "\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    return key

@@ -1,0 +1,150 @@
+"""Django settings, built from the typed SyncTV configuration (synctv_project/config.py).
+
+Nothing here reads the environment directly: `load_config()` does, once.
+"""
+
+import sys
+from pathlib import Path
+
+import environ
+
+from synctv_project.config import (
+    ConfigError,
+    load_config,
+    resolve_node_id,
+    resolve_secret_key,
+    sqlite_path,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+try:
+    SYNCTV = load_config()
+    SECRET_KEY = resolve_secret_key(SYNCTV)
+except ConfigError as exc:
+    sys.exit(f"synctv: {exc}")
+
+SYNCTV_NODE_ID = resolve_node_id(SYNCTV)
+DEBUG = SYNCTV.server.debug
+ALLOWED_HOSTS = SYNCTV.server.allowed_hosts
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_prometheus",
+    "monitoring",
+    "rooms",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "monitoring.logging.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "synctv_project.urls"
+ASGI_APPLICATION = "synctv_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict:
+    """Django's DATABASES entry for the configured URL, with django-prometheus's backends."""
+    database = environ.Env.db_url_config(url)
+    if sqlite_path(SYNCTV) is not None:
+        database["ENGINE"] = "django_prometheus.db.backends.sqlite3"
+        # IMMEDIATE: a transaction takes the write lock at BEGIN, so concurrent
+        # read-then-write transactions queue instead of failing with "database is locked".
+        database["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    else:
+        database["ENGINE"] = "django_prometheus.db.backends.postgresql"
+        database["CONN_MAX_AGE"] = 60
+        database["CONN_HEALTH_CHECKS"] = True
+        database.setdefault("OPTIONS", {})["connect_timeout"] = 5
+    return database
+
+
+DATABASES = {"default": _database(SYNCTV.database.url)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "cluster.layer.ClusterChannelLayer",
+        "CONFIG": {"capacity": SYNCTV.websocket.send_queue_capacity},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 8},
+    },
+]
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_TRUSTED_ORIGINS = [origin for origin in SYNCTV.server.allowed_origins if "://" in origin]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "monitoring.logging.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "console": {"format": "%(asctime)s %(levelname)s %(name)s [%(node_id)s] %(message)s"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": SYNCTV.logging.format,
+            "filters": ["context"],
+        },
+    },
+    "root": {"handlers": ["stderr"], "level": SYNCTV.logging.level},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "daphne": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,18 @@
+"""HTTP routes: pages, the JSON API, health and metrics, the admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from monitoring.health import health, ready
+from rooms.api import api
+from rooms.pages import lobby, room_page
+
+urlpatterns = [
+    path("", lobby, name="lobby"),
+    path("r/<str:room_id>", room_page, name="room"),
+    path("api/", api.urls),
+    path("health", health),
+    path("ready", ready),
+    path("", include("django_prometheus.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,14 @@
+"""Settings for the test suite: the real configuration path, pointed at the real PostgreSQL.
+
+Environment defaults are set before the configuration is read, the same way an operator
+would set them; an explicit SYNCTV__... variable in the environment still wins.
+"""
+
+import os
+
+os.environ.setdefault("SYNCTV__DATABASE__URL", "postgresql://postgres@127.0.0.1:5432/synctv")
+os.environ.setdefault("SYNCTV__SERVER__SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("SYNCTV__LOGGING__FORMAT", "console")
+os.environ.setdefault("SYNCTV__LOGGING__LEVEL", "WARNING")
+
+from synctv_project.settings import *  # noqa: E402, F403
