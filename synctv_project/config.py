@@ -168,29 +168,51 @@ def _yaml_path(environ: Any) -> Path | None:
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise ConfigError(f"{CONFIG_PATH_VARIABLE}={explicit}: no such file")
+            raise ConfigError(
+                f"{CONFIG_PATH_VARIABLE}={explicit}: no such file; expected the path of a YAML file"
+            )
         return path
     default = Path(DEFAULT_CONFIG_FILE)
     return default if default.is_file() else None
 
 
+def _keys(model: Any) -> dict[str, Any]:
+    """A section's keys as written in YAML and the environment (`global`, not `global_`)."""
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _expected_keys(path: tuple[Any, ...]) -> str:
+    """`expected one of ...`: the keys the section at `path` has, for an unknown-key error."""
+    model: Any = SyncTVConfig
+    for part in path:
+        info = _keys(model).get(str(part))
+        if info is None or not _is_section(info.annotation):
+            return "expected a known key"
+        model = info.annotation
+    return "expected one of " + ", ".join(_keys(model))
+
+
 def _check_env_keys(environ: dict[str, str]) -> None:
     """Refuse `SYNCTV__...` variables that name no key (pydantic-settings would ignore them)."""
-    for name in environ:
+    for name, value in environ.items():
         if not name.upper().startswith(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
         model: Any = SyncTVConfig
         for depth, part in enumerate(parts):
-            fields = {
-                (info.alias or field_name): info for field_name, info in model.model_fields.items()
-            }
+            fields = _keys(model)
+            key = ".".join(parts[: depth + 1])
             if part not in fields:
-                raise ConfigError(f"{name}: unknown key {'.'.join(parts[: depth + 1])!r}")
+                expected = _expected_keys(tuple(parts[:depth]))
+                raise ConfigError(f"{name}={value!r}: unknown key {key!r}; {expected}")
             annotation = fields[part].annotation
-            is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            if depth < len(parts) - 1 and not is_section:
-                raise ConfigError(f"{name}: {'.'.join(parts[: depth + 1])!r} has no sub-keys")
+            if depth < len(parts) - 1 and not _is_section(annotation):
+                variable = ENV_PREFIX + ENV_DELIMITER.join(parts[: depth + 1]).upper()
+                raise ConfigError(f"{name}={value!r}: {key!r} has no sub-keys; expected {variable}")
             model = annotation
 
 
@@ -211,10 +233,11 @@ def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key")
-            continue
         value = item.get("input")
+        if item["type"] == "extra_forbidden":
+            expected = _expected_keys(tuple(item["loc"][:-1]))
+            problems.append(f"{key} = {value!r}: unknown key; {expected}")
+            continue
         expected = item["msg"].removeprefix("Value error, ")
         problems.append(f"{key} = {value!r}: {expected}")
     return "invalid configuration: " + "; ".join(problems)
