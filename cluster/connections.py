@@ -6,11 +6,13 @@ connect path, and load spreads naturally across nodes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
+from prometheus_client import Gauge
 
 from monitoring.metrics import CONNECTIONS_PER_ROOM, CONNECTIONS_PER_USER, CONNECTIONS_TOTAL
 
@@ -41,6 +43,8 @@ class ConnectionManager:
         self.by_user: Counter[str] = Counter()
         self.by_room: Counter[str] = Counter()
         self.total = 0
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def try_admit(self, user_id: str, room_id: str) -> str | None:
         """Count a new socket, or return which limit (`per_user`, `per_room`, `global`) refuses it."""
@@ -51,6 +55,7 @@ class ConnectionManager:
         if self.by_room[room_id] >= self.limits.per_room:
             return "per_room"
         self.total += 1
+        self._empty.clear()
         self.by_user[user_id] += 1
         self.by_room[room_id] += 1
         self._export(user_id, room_id)
@@ -59,6 +64,8 @@ class ConnectionManager:
     def release(self, user_id: str, room_id: str) -> None:
         """Forget a socket that was admitted."""
         self.total -= 1
+        if not self.total:
+            self._empty.set()
         self.by_user[user_id] -= 1
         self.by_room[room_id] -= 1
         if self.by_user[user_id] <= 0:
@@ -67,6 +74,10 @@ class ConnectionManager:
             del self.by_room[room_id]
         self._export(user_id, room_id)
 
+    async def wait_until_empty(self) -> None:
+        """Return once no socket is open (a draining node); bound it with asyncio.timeout."""
+        await self._empty.wait()
+
     def _export(self, user_id: str, room_id: str) -> None:
         CONNECTIONS_TOTAL.labels(node=self.node_id).set(self.total)
         if self.per_user_labels:
@@ -74,7 +85,7 @@ class ConnectionManager:
         if self.per_room_labels:
             self._set_or_remove(CONNECTIONS_PER_ROOM, room_id, self.by_room.get(room_id, 0))
 
-    def _set_or_remove(self, gauge, key: str, value: int) -> None:  # type: ignore[no-untyped-def]
+    def _set_or_remove(self, gauge: Gauge, key: str, value: int) -> None:
         # The series goes away when the room/user empties on this node (SPEC §5).
         if value:
             gauge.labels(key, self.node_id).set(value)

@@ -91,15 +91,20 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return error_response(request, code, str(exc), status=exc.status_code)
 
 
+def not_found_view(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Unknown paths under /api/ answer in the API's error format, not an HTML page."""
+    return error_response(request, ErrorCode.NOT_FOUND, f"no API endpoint /api/{path}")
+
+
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(request, ErrorCode.NOT_FOUND, "not found")
 
 
 class Body(Schema):
-    """A request body: unknown fields are refused, not ignored."""
+    """A request body: unknown fields and wrong types are refused, not ignored or coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Credentials(Body):
@@ -173,10 +178,10 @@ def _signed_in(request: HttpRequest, user: Any) -> dict[str, Any]:
 
 
 @api.post("/auth/signup", response={201: dict}, tags=["auth"])
-def signup(request: HttpRequest, body: Credentials) -> tuple[int, dict]:
+def signup(request: HttpRequest, body: Credentials) -> dict:
     """Create an account; answers `{user, token}` and starts a session."""
     user = accounts.signup(body.username, body.password)
-    return 201, _signed_in(request, user)
+    return _signed_in(request, user)
 
 
 @api.post("/auth/login", response=dict, tags=["auth"])
@@ -192,13 +197,13 @@ def guest(request: HttpRequest, body: GuestIn) -> dict:
 
 
 @api.post("/auth/logout", response={204: None}, tags=["auth"])
-def logout(request: HttpRequest) -> tuple[int, None]:
+def logout(request: HttpRequest) -> None:
     """End the session and revoke the bearer token the request carries."""
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         accounts.revoke_token(header[7:].strip())
     end_session(request)
-    return 204, None
+    return None
 
 
 @api.get("/me", response=dict, auth=AUTH, tags=["auth"])
@@ -214,10 +219,10 @@ def list_rooms(request: HttpRequest) -> list[dict]:
 
 
 @api.post("/rooms", response={201: dict}, auth=AUTH, tags=["rooms"])
-def create_room(request: HttpRequest, body: RoomIn) -> tuple[int, dict]:
+def create_room(request: HttpRequest, body: RoomIn) -> dict:
     """Create a room; the caller becomes its creator."""
     room = rooms.create_room(request.user, body.name, body.password, body.hidden, body.settings)
-    return 201, {"room": room_payload(rooms.get_room(room.id))}
+    return {"room": room_payload(rooms.get_room(room.id))}
 
 
 @api.get("/rooms/{room_id}", response=dict, tags=["rooms"])
@@ -234,10 +239,10 @@ def patch_room(request: HttpRequest, room_id: str, body: RoomPatch) -> dict:
 
 
 @api.delete("/rooms/{room_id}", response={204: None}, auth=AUTH, tags=["rooms"])
-def delete_room(request: HttpRequest, room_id: str) -> tuple[int, None]:
+def delete_room(request: HttpRequest, room_id: str) -> None:
     """Delete the room (creator only); its sockets close with 4004."""
     rooms.delete_room(request.user, room_id)
-    return 204, None
+    return None
 
 
 @api.post("/rooms/{room_id}/join", response=dict, auth=AUTH, tags=["members"])
@@ -270,9 +275,9 @@ def list_movies(request: HttpRequest, room_id: str) -> dict:
 
 
 @api.post("/rooms/{room_id}/movies", response={201: dict}, auth=AUTH, tags=["playlist"])
-def add_movie(request: HttpRequest, room_id: str, body: MovieIn) -> tuple[int, dict]:
+def add_movie(request: HttpRequest, room_id: str, body: MovieIn) -> dict:
     """Add a movie at the end of the playlist."""
-    return 201, {"movie": playlist.add_movie(request.user, room_id, body.url, body.title)}
+    return {"movie": playlist.add_movie(request.user, room_id, body.url, body.title)}
 
 
 @api.post("/rooms/{room_id}/movies/reorder", response=dict, auth=AUTH, tags=["playlist"])
@@ -291,10 +296,10 @@ def patch_movie(request: HttpRequest, room_id: str, movie_id: str, body: MoviePa
 @api.delete(
     "/rooms/{room_id}/movies/{movie_id}", response={204: None}, auth=AUTH, tags=["playlist"]
 )
-def delete_movie(request: HttpRequest, room_id: str, movie_id: str) -> tuple[int, None]:
+def delete_movie(request: HttpRequest, room_id: str, movie_id: str) -> None:
     """Remove a movie from the playlist."""
     playlist.delete_movie(request.user, room_id, movie_id)
-    return 204, None
+    return None
 
 
 @api.get("/rooms/{room_id}/chat", response=list[dict], auth=AUTH, tags=["chat"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -25,13 +26,29 @@ from rooms.errors import ServiceError
 from rooms.flood import ErrorWindow, TokenBucket
 from rooms.payloads import now_ms
 from rooms.services import chat, playback, presence
-from rooms.services.events import encode, error_frame, member_group, room_group
+from rooms.services.events import (
+    NODE_SOCKETS_GROUP,
+    encode,
+    error_frame,
+    member_group,
+    room_group,
+)
 from rooms.services.rooms import admit_socket
 from rooms.services.snapshot import build_snapshot
 
 logger = logging.getLogger(__name__)
 
+RECONNECT_MIN_MS = 500
+RECONNECT_MAX_MS = 3000
 PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
+
+
+def _frame_size_over_limit(text_data: str | None, bytes_data: bytes | None) -> bool:
+    """Whether a frame, text or binary, is over MAX_FRAME_BYTES (SPEC §4: close 1009)."""
+    if text_data is None:
+        return len(bytes_data or b"") > MAX_FRAME_BYTES
+    # A character is at most 4 bytes of UTF-8: short frames need no encoding to check.
+    return len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode()) > MAX_FRAME_BYTES
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
@@ -93,7 +110,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         logger.info("socket joined room")
 
     def _groups(self) -> list[str]:
-        return [room_group(self.room_id), member_group(self.room_id, self.user.id)]
+        return [
+            room_group(self.room_id),
+            member_group(self.room_id, self.user.id),
+            NODE_SOCKETS_GROUP,
+        ]
 
     def _join(self, room: Any, membership: Any) -> dict[str, Any]:
         presence.connect(self.connection_id, self.room_id, self.user.id, settings.SYNCTV_NODE_ID)
@@ -139,10 +160,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if self.closing or not self.admitted:
             return
         self.last_activity = time.monotonic()
-        if text_data is None:
-            await self.refuse(ErrorCode.BAD_REQUEST, "binary frames are not supported: send JSON")
-            return
-        if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode()) > MAX_FRAME_BYTES:
+        if _frame_size_over_limit(text_data, bytes_data):
             await self.send(
                 text_data=encode(
                     error_frame(
@@ -152,10 +170,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
             await self._close(CloseCode.FRAME_TOO_LARGE)
             return
-        if not self.bucket.take():
-            await self.refuse(ErrorCode.RATE_LIMITED, "too many messages: slow down")
+        if text_data is None:
+            await self.refuse(ErrorCode.BAD_REQUEST, "binary frames are not supported: send JSON")
             return
+        # Parsed before the rate check so that a refused command's req_id is echoed too.
         message, req_id, problem = protocol.parse(text_data)
+        if not self.bucket.take():
+            await self.refuse(ErrorCode.RATE_LIMITED, "too many messages: slow down", req_id)
+            return
         if message is None:
             await self.refuse(ErrorCode.BAD_REQUEST, problem or "bad message", req_id)
             return
@@ -222,6 +244,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def channel_overflow(self, message: dict[str, Any]) -> None:
         """This socket fell too far behind the room's events: close 1013 so it reconnects."""
         await self._close(CloseCode.TRY_AGAIN_LATER)
+
+    async def server_shutdown(self, message: dict[str, Any]) -> None:
+        """This node is draining: tell the client when to reconnect (elsewhere), close 1012."""
+        if self.closing:
+            return
+        # Spread the reconnects so a draining node's clients do not arrive all at once.
+        delay = random.randint(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
+        await self.send(text_data=encode({"type": "shutdown", "reconnect_after_ms": delay}))
+        await self._close(CloseCode.SERVER_RESTARTING)
 
     async def _watch_timeouts(self) -> None:
         limits = settings.SYNCTV.cluster.connection_limits

@@ -33,7 +33,7 @@ class Permission(StrEnum):
 
 ALL_PERMISSIONS: tuple[str, ...] = tuple(permission.value for permission in Permission)
 
-DEFAULT_MEMBER_PERMISSIONS: tuple[str, ...] = (
+DEFAULT_MEMBER_PERMISSIONS: tuple[Permission, ...] = (
     Permission.ADD_MOVIE,
     Permission.SET_CURRENT_MOVIE,
     Permission.CONTROL_PLAYBACK,

@@ -19,6 +19,7 @@ class ClientMessage(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
+    type: str
     req_id: ReqId | None = None
 
 

@@ -10,6 +10,7 @@ from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
+from rooms.codes import CloseCode
 from rooms.services.accounts import user_for_token
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -56,7 +57,7 @@ class OriginCheckMiddleware(BaseMiddleware):
         if origin_allowed(origin, host, settings.SYNCTV.server.allowed_origins):
             return await super().__call__(scope, receive, send)
         await receive()  # the websocket.connect event
-        await send({"type": "websocket.close", "code": 4003})
+        await send({"type": "websocket.close", "code": int(CloseCode.NOT_ALLOWED)})
         return None
 
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from rooms.codes import ErrorCode
 from rooms.errors import ServiceError, bad_request
 from rooms.models import AuthToken, Profile
+from rooms.services.rooms import has_nul
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MAX_PASSWORD_LENGTH = 256
@@ -64,6 +65,8 @@ def is_expired_guest(user: Any) -> bool:
 def _clean_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise bad_request(f"{what} must be a non-empty string")
+    if has_nul(name):
+        raise bad_request(f"{what} must not contain NUL characters")
     cleaned = " ".join(name.split())
     if len(cleaned) > 64:
         raise bad_request(f"{what} must be at most 64 characters")
@@ -96,7 +99,7 @@ def login(username: str, password: str) -> Any:
     """Check a username and password; 401 when they do not match."""
     if not isinstance(username, str) or not isinstance(password, str):
         raise bad_request("username and password must be strings")
-    if len(password) > MAX_PASSWORD_LENGTH:
+    if len(password) > MAX_PASSWORD_LENGTH or has_nul(username):
         raise ServiceError(ErrorCode.UNAUTHENTICATED, "wrong username or password")
     user = authenticate(username=username, password=password)
     if user is None:

@@ -9,7 +9,7 @@ from rooms.models import ChatMessage
 from rooms.payloads import chat_payload, now_ms
 from rooms.permissions import Permission
 from rooms.services.events import publish
-from rooms.services.rooms import require_active_member, require_permission
+from rooms.services.rooms import has_nul, require_active_member, require_permission
 
 MAX_CHAT_LENGTH = 4096
 MAX_HISTORY = 200
@@ -19,6 +19,8 @@ def send_chat(user: Any, room_id: str, text: Any) -> dict[str, Any]:
     """Keep a chat line and broadcast it as `chat {message}`."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_CHAT_LENGTH:
         raise bad_request(f"text must be 1 to {MAX_CHAT_LENGTH} characters, not only spaces")
+    if has_nul(text):
+        raise bad_request("text must not contain NUL characters")
     require_permission(room_id, user, Permission.SEND_CHAT)
     message = ChatMessage.objects.create(room_id=room_id, user=user, text=text, sent_at=now_ms())
     payload = chat_payload(message)

@@ -13,9 +13,13 @@ from django.db import transaction
 from monitoring.metrics import EVENT_PUBLISH_DURATION, count_published
 from rooms.codes import CLOSE_ERROR, CloseCode
 
-# Layer message types, handled by RoomConsumer.room_event / room_close.
+# Layer message types, handled by RoomConsumer.room_event / room_close / server_shutdown.
 ROOM_EVENT = "room.event"
 ROOM_CLOSE = "room.close"
+SERVER_SHUTDOWN = "server.shutdown"
+
+# Every socket of this node (never published to other nodes): the shutdown notice.
+NODE_SOCKETS_GROUP = "local.sockets"
 
 
 def room_group(room_id: str) -> str:

@@ -63,7 +63,8 @@ def update_member(
     actor = require_admin(room_id, actor_user)
     with transaction.atomic():
         target = (
-            Membership.objects.select_for_update()
+            # Lock only the membership row: PostgreSQL refuses FOR UPDATE across the outer join.
+            Membership.objects.select_for_update(of=("self",))
             .select_related("user__synctv_profile")
             .filter(room_id=room_id, user_id=user_id)
             .first()

@@ -14,7 +14,7 @@ from rooms.models import Movie, PlaybackState
 from rooms.payloads import now_ms, playback_payload, user_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
-from rooms.services.rooms import require_permission
+from rooms.services.rooms import has_nul, require_permission
 
 MIN_RATE = 0.25
 MAX_RATE = 4.0
@@ -83,7 +83,9 @@ def change_playback(user: Any, room_id: str, action: str, **fields: Any) -> dict
 
 def set_movie(room_id: str, movie_id: Any, by: Any = None) -> dict[str, Any]:
     """Make `movie_id` (or nothing, with None) the current movie, paused at 0."""
-    if movie_id is not None and not Movie.objects.filter(pk=movie_id, room_id=room_id).exists():
+    if movie_id is not None and (
+        has_nul(movie_id) or not Movie.objects.filter(pk=movie_id, room_id=room_id).exists()
+    ):
         raise not_found(f"no movie {movie_id!r} in this room's playlist")
     return bump(room_id, {"movie_id": movie_id, "position": 0.0, "playing": False}, by=by)
 

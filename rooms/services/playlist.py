@@ -14,7 +14,7 @@ from rooms.payloads import movie_payload, playlist_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
 from rooms.services.playback import set_movie
-from rooms.services.rooms import require_active_member, require_permission
+from rooms.services.rooms import has_nul, require_active_member, require_permission
 
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 200
@@ -46,6 +46,8 @@ def _clean_url(url: Any) -> str:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise bad_request(f"url must be at most {MAX_URL_LENGTH} characters")
+    if has_nul(url):
+        raise bad_request("url must not contain NUL characters")
     parts = urlsplit(url)
     if parts.scheme in ("http", "https") and parts.netloc:
         return url
@@ -60,6 +62,8 @@ def _clean_title(title: Any, url: str) -> str:
         return (tail or url)[:MAX_TITLE_LENGTH]
     if not isinstance(title, str) or len(title) > MAX_TITLE_LENGTH:
         raise bad_request(f"title must be a string of at most {MAX_TITLE_LENGTH} characters")
+    if has_nul(title):
+        raise bad_request("title must not contain NUL characters")
     return " ".join(title.split()) or url[:MAX_TITLE_LENGTH]
 
 
@@ -89,7 +93,8 @@ def _bump_and_publish(room_id: str) -> dict[str, Any]:
 
 
 def _movie(room_id: str, movie_id: str) -> Movie:
-    movie = Movie.objects.select_for_update().filter(pk=movie_id, room_id=room_id).first()
+    movies = Movie.objects.select_for_update().filter(room_id=room_id)
+    movie = None if has_nul(movie_id) else movies.filter(pk=movie_id).first()
     if movie is None:
         raise not_found(f"no movie {movie_id!r} in this room's playlist")
     return movie

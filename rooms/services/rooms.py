@@ -25,6 +25,11 @@ from rooms.services.events import publish, publish_close
 MAX_PASSWORD_LENGTH = 128
 
 
+def has_nul(text: Any) -> bool:
+    """PostgreSQL text cannot hold NUL: such input is refused (or names nothing) before any query."""
+    return isinstance(text, str) and "\x00" in text
+
+
 class RoomSettings(BaseModel):
     """A room's settings: who may join and what a new member may do."""
 
@@ -56,6 +61,8 @@ def room_settings(room: Room) -> RoomSettings:
 def _clean_room_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise bad_request("name must be a non-empty string")
+    if has_nul(name):
+        raise bad_request("name must not contain NUL characters")
     cleaned = " ".join(name.split())
     if len(cleaned) > 100:
         raise bad_request("name must be at most 100 characters")
@@ -72,7 +79,8 @@ def _hash_password(password: Any) -> str:
 
 def get_room(room_id: str) -> Room:
     """The room, or 404."""
-    room = Room.objects.select_related("created_by__synctv_profile").filter(pk=room_id).first()
+    rooms = Room.objects.select_related("created_by__synctv_profile")
+    room = None if has_nul(room_id) else rooms.filter(pk=room_id).first()
     if room is None:
         raise not_found(f"no room {room_id!r}")
     return room
@@ -120,7 +128,7 @@ def create_room(
 
 def membership_of(room_id: str, user: Any) -> Membership | None:
     """The user's membership in the room, if any."""
-    if user is None or not user.is_authenticated:
+    if user is None or not user.is_authenticated or has_nul(room_id):
         return None
     return (
         Membership.objects.select_related("user__synctv_profile")
@@ -232,7 +240,7 @@ def join_room(user: Any, room_id: str, password: Any = None) -> Membership:
 
 def admit_socket(user: Any, room_id: str) -> tuple[Room, Membership]:
     """Who may open the room's socket: active members, or anyone for a room without password."""
-    room = Room.objects.filter(pk=room_id).first()
+    room = None if has_nul(room_id) else Room.objects.filter(pk=room_id).first()
     if room is None:
         raise not_found(f"no room {room_id!r}")
     membership = _admit(room, user, membership_of(room_id, user), password_ok=not room.password)

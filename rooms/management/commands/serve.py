@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
-
-from rooms.codes import MAX_FRAME_BYTES
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 logger = logging.getLogger("synctv.serve")
 
@@ -24,12 +24,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=None, help="port to listen on")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Start daphne; returns when the server stops (SIGINT/SIGTERM)."""
-        from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
-
+        """Start the node; returns when it has drained and stopped (SIGTERM/SIGINT)."""
         from rooms.services import presence
         from synctv_project.asgi import application
+        from synctv_project.server import SyncTVServer
 
         config = settings.SYNCTV
         host = options["host"] or config.server.host
@@ -39,12 +37,15 @@ class Command(BaseCommand):
         logger.info(
             "serving", extra={"host": host, "port": port, "cluster_mode": config.cluster_mode}
         )
-        Server(
-            application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            websocket_timeout=-1,  # max duration is enforced by the consumer (close 4010)
-            websocket_max_message_size=MAX_FRAME_BYTES,
-            websocket_max_frame_size=MAX_FRAME_BYTES,
-            application_close_timeout=10,
-            verbosity=0,
-        ).run()
+        server = SyncTVServer(application, host, port, config.cluster.shutdown_grace_secs)
+        clean = server.serve()
+        # Sockets whose consumers daphne cancelled never ran their disconnect: forget them.
+        try:
+            presence.clear_node(settings.SYNCTV_NODE_ID)
+        except DatabaseError:
+            logger.warning("could not forget this node's sockets", exc_info=True)
+        if not server.listening_addresses:  # daphne logs the listen failure and just stops
+            raise CommandError(f"could not listen on {host}:{port}")
+        if not clean:
+            logging.shutdown()
+            os._exit(1)

@@ -1,0 +1,151 @@
+"""The daphne server behind `manage.py serve`, with what plain daphne lacks for SyncTV.
+
+- every close code of SPEC §4 is sent, with the ASGI close `reason` (daphne drops the
+  reason, and autobahn refuses 1008/1009/1012/1013; SPEC §4 wants 4029 to say which limit
+  refused the socket);
+- a frame over 64 KiB is answered with a 1009 close instead of a dropped connection;
+- SIGTERM/SIGINT drain the node: /ready turns 503, every socket gets `shutdown` and a
+  1012 close, and the process waits up to `cluster.shutdown_grace_secs` for them to go;
+- after the reactor stops, database calls that cancelled consumers had started are let
+  finish, so the process exits instead of hanging on their threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import Executor
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from channels.layers import get_channel_layer
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+
+from cluster.connections import connection_manager
+from monitoring.health import mark_draining
+from rooms.codes import MAX_FRAME_BYTES
+from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
+
+logger = logging.getLogger("synctv.server")
+
+# A close frame's payload is at most 125 bytes, two of them the code.
+REASON_MAX_BYTES = 123
+# How long, after daphne stops, the database calls of cancelled consumers may take to finish.
+WORKER_FINISH_SECS = 10.0
+
+
+class CloseReasonWebSocketProtocol(WebSocketProtocol):
+    """Daphne's WebSocket protocol, sending any close code with the application's reason.
+
+    Autobahn's sendClose() refuses 1008, 1009, 1012 and 1013, which RFC 6455 lets a server
+    send and SPEC §4 uses; the close frame itself is written here instead.
+    """
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        """Send `websocket.close` with its code and reason; everything else as daphne does."""
+        if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN:
+            reason = str(message.get("reason") or "").encode()[:REASON_MAX_BYTES]
+            code = message.get("code") or 1000
+            self.sendCloseFrame(
+                code=code, reasonUtf8=reason.decode(errors="ignore").encode() or None
+            )
+            return
+        super().handle_reply(message)
+
+
+class SyncTVServer(Server):
+    """One SyncTV node: daphne with close reasons, 1009 for big frames and a graceful drain."""
+
+    def __init__(self, application: Any, host: str, port: int, grace_secs: float) -> None:
+        super().__init__(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=False,  # ours drain first (see _on_signal)
+            websocket_timeout=-1,  # max duration is enforced by the consumer (close 4010)
+            websocket_max_message_size=MAX_FRAME_BYTES,
+            websocket_max_frame_size=MAX_FRAME_BYTES,
+            application_close_timeout=10,
+            verbosity=0,
+            ready_callable=self._ready,
+        )
+        self.grace_secs = grace_secs
+        self.draining = False
+
+    def _ready(self) -> None:
+        # Runs once daphne's factories exist, before any connection is accepted.
+        self.ws_factory.protocol = CloseReasonWebSocketProtocol
+        # Autobahn drops the TCP connection on a frame over the limit unless told otherwise.
+        self.ws_factory.setProtocolOptions(failByDrop=False)
+        loop = asyncio.get_event_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+
+    def _on_signal(self) -> None:
+        if self.draining:  # a second signal: stop now
+            self.stop()
+            return
+        self.draining = True
+        asyncio.ensure_future(self.drain())
+
+    async def drain(self) -> None:
+        """Tell every socket to reconnect elsewhere, wait for them to go, then stop."""
+        mark_draining()
+        logger.info("draining", extra={"sockets": connection_manager().total})
+        try:
+            await get_channel_layer().group_send(NODE_SOCKETS_GROUP, {"type": SERVER_SHUTDOWN})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.grace_secs):
+                    await connection_manager().wait_until_empty()
+        finally:
+            self.stop()
+
+    def serve(self) -> bool:
+        """Run until stopped; False when it could not listen."""
+        self.run()
+        finished = _finish_worker_threads(WORKER_FINISH_SECS)
+        if not finished:
+            logger.warning("database calls still running after shutdown: exiting without them")
+        return bool(self.listening_addresses) and finished
+
+
+def _finish_worker_threads(timeout: float) -> bool:
+    """Run the stopped server's event loop until its tasks and database threads are done.
+
+    Daphne cancels the consumers still running at shutdown, but a database call one of them
+    started goes on in its worker thread and may hand work back to the event loop
+    (transaction.on_commit -> group_send). With the loop stopped that thread waits forever,
+    and so does the interpreter's exit, which joins it. False when `timeout` ran out.
+    """
+    loop = asyncio.get_event_loop()  # daphne's loop: stopped, not closed
+
+    async def finish() -> None:
+        async with asyncio.timeout(timeout):
+            for task in _other_tasks():
+                task.cancel()
+            while True:
+                await asyncio.gather(*_other_tasks(), return_exceptions=True)
+                # These executors have one thread each: a no-op runs once the work before it is done.
+                executors: list[Executor] = [
+                    SyncToAsync.single_thread_executor,
+                    *SyncToAsync.context_to_thread_executor.values(),
+                ]
+                await asyncio.gather(*(asyncio.wrap_future(pool.submit(int)) for pool in executors))
+                if not _other_tasks():
+                    break
+            await loop.shutdown_default_executor()
+
+    try:
+        loop.run_until_complete(finish())
+    except TimeoutError:
+        return False
+    return True
+
+
+def _other_tasks() -> set[asyncio.Task[Any]]:
+    """The event loop's unfinished tasks, except the one asking."""
+    current = asyncio.current_task()
+    return {task for task in asyncio.all_tasks() if task is not current and not task.done()}
