@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the tests use; installed with apt-get only when missing.
-APT_PACKAGES := redis-server postgresql-client
+APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/synctv
 
 .PHONY: run test lint format deps services clean bench

@@ -121,8 +121,11 @@ class LocalHub:
     async def get(self, channel: str) -> Message:
         """Wait for the next unexpired message on a channel; cancelling it loses nothing."""
         while True:
+            # Tick first: a sweep may drop this channel's idle queue, and a waiter must never
+            # be parked on a queue that is no longer the channel's.
+            now = self._tick()
             queue = self._queue(channel)
-            queue.drop_expired(self._tick())
+            queue.drop_expired(now)
             if queue.entries:
                 _, message = queue.entries.popleft()
                 # While overflowed the notice is the only entry, so it has now been read.
@@ -171,6 +174,15 @@ class LocalHub:
             return False
         del self._groups[group]
         return True
+
+    def is_member(self, channel: str) -> bool:
+        """Whether the channel belongs to any group of this loop (so it is consumed here)."""
+        return channel in self._memberships
+
+    def has_waiting_receivers(self, channel: str) -> bool:
+        """Whether a receive() on the channel is waiting with no message to take yet."""
+        queue = self._queues.get(channel)
+        return queue is not None and any(not waiter.done() for waiter in queue.waiters)
 
     def has_group(self, group: str) -> bool:
         """Whether any channel of this loop is a member of the group."""

@@ -1,8 +1,11 @@
 """ClusterChannelLayer: the Channels layer of SyncTV (CHANNEL_LAYERS backend).
 
-All local work is done by a LocalHub, one per running event loop. The Redis bridge of
-cluster mode hooks into ``group_send`` (publish besides delivering locally); until then
-this is single-node mode.
+The same class serves both modes. All local work is done by a LocalHub, one per running
+event loop: that alone is single-node mode. With `redis_url` set (cluster mode) a
+RedisBridge per event loop also publishes every group message to the other nodes, feeds
+theirs to the local hub, carries sends to another node's channels, and keeps queue channels
+(names without `!`, such as `synctv.jobs`) in Redis lists so each message is received once
+across all nodes and workers.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
+from django.utils.module_loading import import_string
 
+from cluster.bridge import RedisBridge, room_of_group
 from cluster.hub import LocalHub, Message
+from cluster.redis_target import RedisTarget, parse_redis_url
+
+NODE_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class ClusterChannelLayer(BaseChannelLayer):
@@ -35,6 +43,12 @@ class ClusterChannelLayer(BaseChannelLayer):
         expiry: float = 60,
         group_expiry: float = 86400,
         channel_capacity: dict[Any, int] | None = None,
+        redis_url: str = "",
+        redis_cluster: bool = False,
+        key_prefix: str = "synctv:",
+        node_id: str = "",
+        dedup_window_secs: float = 60,
+        on_recovered: str = "",
         **kwargs: Any,
     ) -> None:
         if capacity < 1:
@@ -46,9 +60,20 @@ class ClusterChannelLayer(BaseChannelLayer):
         super().__init__(expiry=expiry, capacity=capacity)
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.group_expiry = group_expiry
-        # Options for the Redis bridge (redis_url, key_prefix, node_id, ...) land here.
         self.options = kwargs
+        self.target: RedisTarget | None = (
+            parse_redis_url(redis_url, redis_cluster) if redis_url else None
+        )
+        self.key_prefix = key_prefix
+        self.node_id = node_id or uuid.uuid4().hex[:12]
+        # Process-specific channel names end in `!<node token>`, so a send can be routed.
+        self.node_token = "".join(c if c in NODE_TOKEN_CHARS else "_" for c in self.node_id)
+        self.dedup_window_secs = dedup_window_secs
+        self.on_recovered = on_recovered  # dotted path of `async def f(room_ids, since_ms)`
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalHub] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisBridge] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -65,47 +90,114 @@ class ClusterChannelLayer(BaseChannelLayer):
             )
         return hub
 
+    @property
+    def bridge(self) -> RedisBridge | None:
+        """The running event loop's Redis bridge (cluster mode), started on first use."""
+        if self.target is None:
+            return None
+        loop = asyncio.get_running_loop()
+        bridge = self._bridges.get(loop)
+        if bridge is None:
+            bridge = self._bridges[loop] = RedisBridge(
+                self.target,
+                self.hub,
+                key_prefix=self.key_prefix,
+                node_id=self.node_id,
+                node_token=self.node_token,
+                dedup_window_secs=self.dedup_window_secs,
+                on_recovered=import_string(self.on_recovered) if self.on_recovered else None,
+            )
+            bridge.start()
+        return bridge
+
+    def redis_status(self) -> str:
+        """For /ready: `disabled` (single-node), `ok`, or `degraded` (Redis unreachable)."""
+        if self.target is None:
+            return "disabled"
+        bridge = self.bridge
+        return bridge.status() if bridge is not None else "degraded"
+
+    def _is_local(self, channel: str) -> bool:
+        """This node's process-specific channels, and members of its groups, stay local."""
+        _, bang, token = channel.partition("!")
+        if bang:
+            return token == self.node_token
+        return self.hub.is_member(channel)
+
     async def send(self, channel: str, message: Message) -> None:
         """Queue a message on a channel; raise ChannelFull if it is at capacity."""
         require_valid_message(message)
         self.require_valid_channel_name(channel)
-        if not self.hub.put(channel, message):
-            raise ChannelFull(channel)
+        bridge = self.bridge
+        if bridge is None or self._is_local(channel):
+            if not self.hub.put(channel, message):
+                raise ChannelFull(channel)
+        elif "!" in channel:
+            bridge.publish_to_node(channel.partition("!")[2], channel, message)
+        else:
+            await bridge.push(channel, message, self.get_capacity(channel), self.expiry)
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on a channel; safe to cancel, nothing is lost."""
         self.require_valid_channel_name(channel)
+        bridge = self.bridge
+        if bridge is not None and not self._is_local(channel):
+            bridge.ensure_fetcher(channel)
         return await self.hub.get(channel)
 
     async def new_channel(self, prefix: str = "specific.") -> str:
-        """Return a fresh, unique channel name starting with prefix."""
-        return f"{prefix}{uuid.uuid4().hex}"
+        """Return a fresh, unique channel name starting with prefix, owned by this node."""
+        return f"{prefix}{uuid.uuid4().hex}!{self.node_token}"
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add a channel to a group (re-adding refreshes its group_expiry)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        self.hub.add(group, channel)
+        created = self.hub.add(group, channel)
+        room_id = room_of_group(group)
+        bridge = self.bridge
+        if created and room_id is not None and bridge is not None:
+            await bridge.watch(room_id)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove a channel from a group; the last one out drops the group."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        self.hub.discard(group, channel)
+        dropped = self.hub.discard(group, channel)
+        room_id = room_of_group(group)
+        bridge = self.bridge
+        if dropped and room_id is not None and bridge is not None:
+            await bridge.unwatch(room_id)
 
     async def group_send(self, group: str, message: Message) -> None:
-        """Hand the same message object to every member; never raises for a full member."""
+        """Deliver to local members first, then publish to the other nodes (cluster mode).
+
+        Never raises for a full member and never waits on Redis.
+        """
         require_valid_message(message)
         self.require_valid_group_name(group)
-        # The Redis bridge publishes here too, besides this local delivery.
+        self.hub.fan_out(group, message)
+        bridge = self.bridge
+        if bridge is not None:
+            bridge.publish_group(group, message)
+
+    def deliver_locally(self, group: str, message: Message) -> None:
+        """Hand a message to this node's members of a group only (resync after an outage)."""
         self.hub.fan_out(group, message)
 
     async def flush(self) -> None:
-        """Empty every queue and group of the running event loop."""
+        """Empty every queue and group of the running event loop (and its Redis lists)."""
         self.hub.clear()
+        bridge = self.bridge
+        if bridge is not None:
+            await bridge.flush()
 
     async def close(self) -> None:
-        """Nothing to release in single-node mode."""
+        """Stop the running loop's Redis bridge, if any."""
+        loop = asyncio.get_running_loop()
+        bridge = self._bridges.pop(loop, None)
+        if bridge is not None:
+            await bridge.close()
 
 
 def require_valid_message(message: Any) -> None:

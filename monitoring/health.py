@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from cluster.registry import known_nodes
 from monitoring.apps import STARTED_AT
 
 draining = False
@@ -65,6 +66,9 @@ async def ready(request: HttpRequest) -> JsonResponse:
     }
     is_ready = database_ok and not draining
     body: dict = {"status": "ready" if is_ready else "not_ready", "checks": checks}
+    if settings.SYNCTV.cluster_mode:
+        body["node_id"] = settings.SYNCTV_NODE_ID
+        body["nodes"] = known_nodes()
     if draining:
         body["draining"] = True
     return JsonResponse(body, status=200 if is_ready else 503)

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, room sockets through origin check and auth."""
+"""ASGI entry point: HTTP goes to Django, room sockets through origin check and auth,
+and the `synctv.jobs` channel (runworker, or the server in single-node mode) to JobsConsumer."""
 
 import os
 
@@ -8,10 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synctv_project.settings")
 django_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from rooms.consumers import RoomConsumer  # noqa: E402
+from rooms.jobs import JOBS_CHANNEL, JobsConsumer  # noqa: E402
 from rooms.ws_auth import OriginCheckMiddleware, TokenAuthMiddleware  # noqa: E402
 
 websocket_routes = [path("ws/rooms/<str:room_id>/", RoomConsumer.as_asgi())]
@@ -22,5 +24,6 @@ application = ProtocolTypeRouter(
         "websocket": OriginCheckMiddleware(
             AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_routes)))
         ),
+        "channel": ChannelNameRouter({JOBS_CHANNEL: JobsConsumer.as_asgi()}),
     }
 )

@@ -70,6 +70,17 @@ class RedisConfig(Section):
     key_prefix: str = "synctv:"
     cluster_mode: bool = False
 
+    @field_validator("url")
+    @classmethod
+    def _known_redis_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if value and scheme not in {"redis", "rediss", "unix", "redis+sentinel"}:
+            raise ValueError(
+                "expected empty (single-node), redis://host:6379/0 or "
+                "redis+sentinel://host:26379/mastername"
+            )
+        return value
+
 
 class ConnectionLimits(Section):
     """`cluster.connection_limits:` — per-node limits on WebSocket connections."""

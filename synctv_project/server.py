@@ -7,7 +7,10 @@
 - SIGTERM/SIGINT drain the node: /ready turns 503, every socket gets `shutdown` and a
   1012 close, and the process waits up to `cluster.shutdown_grace_secs` for them to go;
 - after the reactor stops, database calls that cancelled consumers had started are let
-  finish, so the process exits instead of hanging on their threads.
+  finish, so the process exits instead of hanging on their threads;
+- background tasks run on daphne's loop while the node serves: the `synctv.jobs` worker
+  (single-node mode only; cluster mode runs `manage.py runworker synctv.jobs`) and the
+  hourly `job.prune_guests` (docs/jobs.md). They are cancelled when the node drains.
 """
 
 from __future__ import annotations
@@ -15,19 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 from asgiref.sync import SyncToAsync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
 
+from cluster import registry as registry_module
 from cluster.connections import connection_manager
+from cluster.registry import NodeRegistry
 from monitoring.health import mark_draining
+from rooms import jobs
 from rooms.codes import MAX_FRAME_BYTES
+from rooms.services import presence
 from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
 
 logger = logging.getLogger("synctv.server")
@@ -72,8 +83,12 @@ class SyncTVServer(Server):
             verbosity=0,
             ready_callable=self._ready,
         )
+        self.host = host
+        self.port = port
         self.grace_secs = grace_secs
         self.draining = False
+        self.registry: NodeRegistry | None = None
+        self.background_tasks: list[asyncio.Task[None]] = []
 
     def _ready(self) -> None:
         # Runs once daphne's factories exist, before any connection is accepted.
@@ -83,6 +98,48 @@ class SyncTVServer(Server):
         loop = asyncio.get_event_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)
+        self._start_background_tasks()
+
+    def _start_background_tasks(self) -> None:
+        """Start the tasks that live as long as the node serves (on daphne's loop)."""
+        loop = asyncio.get_event_loop()
+        if not settings.SYNCTV.cluster_mode:
+            # No `runworker` process in single-node mode: this process works the jobs.
+            worker = jobs.run_worker(self.application)
+            self.background_tasks.append(loop.create_task(worker, name="synctv-jobs-worker"))
+        pruning = jobs.schedule_guest_pruning()
+        self.background_tasks.append(loop.create_task(pruning, name="synctv-guest-pruning"))
+        if settings.SYNCTV.cluster_mode:
+            heartbeat = self._run_node_registry()
+            self.background_tasks.append(loop.create_task(heartbeat, name="synctv-heartbeat"))
+
+    async def _run_node_registry(self) -> None:
+        """Connect to Redis (the layer's bridge for this loop) and beat as this node."""
+        self.registry = self._node_registry()
+        await self.registry.run()
+
+    def _node_registry(self) -> NodeRegistry:
+        bridge = get_channel_layer().bridge
+        registry = NodeRegistry(
+            bridge,
+            settings.SYNCTV_NODE_ID,
+            info={"address": f"{self.host}:{self.port}", "pid": os.getpid()},
+            present_nodes=database_sync_to_async(presence.node_ids),
+            on_dead_node=partial(jobs.aenqueue, jobs.CLEAR_NODE),
+        )
+        registry_module.current = registry
+        return registry
+
+    async def _stop_background_tasks(self) -> None:
+        """Cancel the background tasks and wait for them to end.
+
+        A job already running in its thread finishes on its own (bounded by the probe timeout);
+        `_finish_worker_threads` waits for it.
+        """
+        tasks, self.background_tasks = self.background_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _on_signal(self) -> None:
         if self.draining:  # a second signal: stop now
@@ -96,6 +153,11 @@ class SyncTVServer(Server):
         mark_draining()
         logger.info("draining", extra={"sockets": connection_manager().total})
         try:
+            await self._stop_background_tasks()
+            if self.registry is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1):
+                        await self.registry.leave()
             await get_channel_layer().group_send(NODE_SOCKETS_GROUP, {"type": SERVER_SHUTDOWN})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.grace_secs):

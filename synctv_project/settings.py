@@ -94,10 +94,19 @@ def _database(url: str) -> dict:
 DATABASES = {"default": _database(SYNCTV.database.url)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# One layer class in both modes (ARCHITECTURE.md): an empty redis_url is single-node mode.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "cluster.layer.ClusterChannelLayer",
-        "CONFIG": {"capacity": SYNCTV.websocket.send_queue_capacity},
+        "CONFIG": {
+            "capacity": SYNCTV.websocket.send_queue_capacity,
+            "redis_url": SYNCTV.redis.url,
+            "redis_cluster": SYNCTV.redis.cluster_mode,
+            "key_prefix": SYNCTV.redis.key_prefix,
+            "node_id": SYNCTV_NODE_ID,
+            "dedup_window_secs": SYNCTV.cluster.dedup_window_secs,
+            "on_recovered": "rooms.resync.resync_rooms",
+        },
     }
 }
 

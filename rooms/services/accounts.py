@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from rooms.codes import ErrorCode
 from rooms.errors import ServiceError, bad_request
-from rooms.models import AuthToken, Profile
+from rooms.models import AuthToken, Presence, Profile
 from rooms.services.rooms import has_nul
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
@@ -122,3 +122,17 @@ def create_guest(name: str) -> Any:
             expires_at=timezone.now() + GUEST_LIFETIME,
         )
     return user
+
+
+def prune_expired_guests() -> int:
+    """Delete the guest accounts past their lifetime; returns how many went.
+
+    A guest with a socket still open is kept (deleting it would pull rows from under a live
+    consumer); a later run prunes it once it has left.
+    """
+    user_model = get_user_model()
+    expired = user_model.objects.filter(
+        synctv_profile__is_guest=True, synctv_profile__expires_at__lt=timezone.now()
+    ).exclude(pk__in=Presence.objects.values("user_id"))
+    _, deleted = expired.delete()
+    return deleted.get(user_model._meta.label, 0)

@@ -52,9 +52,20 @@ def _send(group: str, message: dict[str, Any], room_id: str, event_type: str) ->
     count_published(room_id, event_type)
 
 
+def event_message(frame: dict[str, Any]) -> dict[str, Any]:
+    """The layer message that carries one frame, encoded once for every recipient."""
+    return {"type": ROOM_EVENT, "text": encode(frame), "published_at": time.time()}
+
+
+def close_message(frame: dict[str, Any], code: CloseCode, reason: str) -> dict[str, Any]:
+    """The layer message that sends `frame`, then the matching `error`, then closes."""
+    texts = [encode(frame), encode(error_frame(CLOSE_ERROR[code], reason))]
+    return {"type": ROOM_CLOSE, "texts": texts, "code": int(code), "published_at": time.time()}
+
+
 def publish(room_id: str, frame: dict[str, Any], group: str | None = None) -> None:
     """Send `frame` to every connection of the room (or of `group`) once the write commits."""
-    message = {"type": ROOM_EVENT, "text": encode(frame), "published_at": time.time()}
+    message = event_message(frame)
     target = group or room_group(room_id)
     transaction.on_commit(lambda: _send(target, message, room_id, frame["type"]))
 
@@ -63,7 +74,6 @@ def publish_close(
     room_id: str, frame: dict[str, Any], code: CloseCode, reason: str, group: str | None = None
 ) -> None:
     """Send `frame`, then the matching `error`, then close every connection of the group."""
-    texts = [encode(frame), encode(error_frame(CLOSE_ERROR[code], reason))]
-    message = {"type": ROOM_CLOSE, "texts": texts, "code": int(code), "published_at": time.time()}
+    message = close_message(frame, code, reason)
     target = group or room_group(room_id)
     transaction.on_commit(lambda: _send(target, message, room_id, frame["type"]))

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.db.models import F, Max
 
+from rooms import jobs
 from rooms.errors import bad_request, not_found
 from rooms.models import Movie, PlaybackState, Room
 from rooms.payloads import movie_payload, playlist_payload
@@ -116,6 +117,7 @@ def add_movie(user: Any, room_id: str, url: Any, title: Any = None) -> dict[str,
             added_by=user,
         )
         _bump_and_publish(room_id)
+        jobs.enqueue_on_commit(jobs.PROBE_MOVIE, movie_id=movie.id)
         if PlaybackState.objects.filter(room_id=room_id, movie__isnull=True).exists():
             set_movie(room_id, movie.id, by=user)
     return movie_payload(movie)
@@ -132,6 +134,7 @@ def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]
         if "url" in changes:
             movie.url = _clean_url(changes["url"])
             movie.type = movie_type(movie.url)
+            jobs.enqueue_on_commit(jobs.PROBE_MOVIE, movie_id=movie.id)
         if "title" in changes:
             movie.title = _clean_title(changes["title"], movie.url)
         movie.save()

@@ -53,3 +53,8 @@ def clear_node(node_id: str) -> int:
     for room_id in room_ids:
         _publish_presence(room_id)
     return deleted
+
+
+def node_ids() -> set[str]:
+    """The nodes that hold sockets, according to the database."""
+    return set(Presence.objects.values_list("node_id", flat=True).distinct())

@@ -8,8 +8,10 @@ config overrides (expiry, group_expiry, channel_capacity) as keyword arguments.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from channels.exceptions import ChannelFull
 
 from cluster.hub import OVERFLOW_MESSAGE_TYPE
 from cluster.layer import ClusterChannelLayer
+from tests.support.redis_servers import RedisServer
 
 CAPACITY = 3
 SHORT_EXPIRY = 0.2
@@ -33,12 +36,31 @@ def make_local_layer(**overrides: Any) -> ClusterChannelLayer:
     return ClusterChannelLayer(**{"capacity": CAPACITY, "expiry": 60, **overrides})
 
 
-LAYER_FACTORIES = [pytest.param(make_local_layer, id="local")]
+def make_redis_layer(redis_url: str, **overrides: Any) -> ClusterChannelLayer:
+    """The cluster-mode layer: local hub plus the Redis bridge (a fresh key prefix per layer)."""
+    options = {"capacity": CAPACITY, "expiry": 60, "redis_url": redis_url, **overrides}
+    return ClusterChannelLayer(key_prefix=f"contract-{uuid.uuid4().hex[:8]}:", **options)
+
+
+LAYER_FACTORIES = [
+    pytest.param(make_local_layer, id="local"),
+    pytest.param(make_redis_layer, id="redis"),
+]
+
+
+@pytest.fixture(scope="module")
+def contract_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the Redis-backed runs of this module."""
+    with RedisServer(tmp_path_factory.mktemp("contract-redis")).start() as server:
+        yield server
 
 
 @pytest.fixture(params=LAYER_FACTORIES)
 def layer_factory(request: pytest.FixtureRequest) -> LayerFactory:
     """Each layer configuration the contract is checked against."""
+    if request.param is make_redis_layer:
+        server = request.getfixturevalue("contract_redis")
+        return functools.partial(make_redis_layer, server.url)
     return request.param
 
 
@@ -232,17 +254,24 @@ async def test_overflowed_channel_refuses_sends_until_notice_is_read(layer: Clus
 async def test_expired_messages_are_dropped_not_received(make_layer: LayerFactory):
     layer = make_layer(expiry=SHORT_EXPIRY)
     await fill(layer, "test.channel")
-
-    async def has_room_again() -> bool:
-        try:
-            await layer.send("test.channel", {"type": "test.fresh"})
-        except ChannelFull:
-            return False
-        return True
-
-    await wait_until(has_room_again)
+    # Time passing is the behaviour under test: let every filler outlive its expiry.
+    await asyncio.sleep(SHORT_EXPIRY * 1.5)
+    await layer.send("test.channel", {"type": "test.fresh"})  # room again: no ChannelFull
     assert await receive(layer, "test.channel") == {"type": "test.fresh"}
     assert await nothing_arrives(layer, "test.channel")
+
+
+async def test_a_receive_started_after_an_idle_expiry_period_still_gets_messages(
+    make_layer: LayerFactory,
+):
+    # Regression: the periodic sweep of idle queues once orphaned a fresh receiver's queue.
+    layer = make_layer(expiry=SHORT_EXPIRY)
+    await layer.send("test.warmup", {"type": "test.warmup"})
+    await asyncio.sleep(SHORT_EXPIRY * 1.5)  # the sweep is due on the next call: that is the point
+    pending = asyncio.create_task(receive(layer, "test.channel"))
+    await asyncio.sleep(0)
+    await layer.send("test.channel", {"type": "test.message"})
+    assert await pending == {"type": "test.message"}
 
 
 async def test_group_membership_expires_after_group_expiry(make_layer: LayerFactory):

@@ -1,0 +1,74 @@
+"""Resync after a Redis outage: bring this node's sockets up to the database's state.
+
+While Redis was unreachable, events published on other nodes did not reach this one. When
+the bridge is back it calls `resync_rooms` with the rooms that have sockets here; for each
+room the state is read once from PostgreSQL and handed to the local sockets only (every
+other node resyncs its own). Clients keep the highest playback/playlist version and ignore
+chat ids they already have, so the frames are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from rooms.codes import CloseCode
+from rooms.models import ChatMessage, Membership, Presence, Room
+from rooms.payloads import chat_payload
+from rooms.permissions import MemberStatus
+from rooms.services import playback, playlist, presence
+from rooms.services.events import close_message, event_message, member_group, room_group
+
+logger = logging.getLogger(__name__)
+
+# Chat sent this long before the outage was noticed is repeated too (clocks, in-flight).
+CHAT_MARGIN_MS = 5_000
+
+
+def room_catch_up(room_id: str, since_ms: int, node_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(group, layer message) pairs that bring this node's sockets of a room up to date."""
+    if not Room.objects.filter(pk=room_id).exists():
+        deleted = {"type": "room_deleted", "room_id": room_id}
+        message = close_message(deleted, CloseCode.ROOM_NOT_FOUND, "the room was deleted")
+        return [(room_group(room_id), message)]
+    online, viewers = presence.online(room_id)
+    frames: list[dict[str, Any]] = [
+        {"type": "playback", "playback": playback.current(room_id), "by": None},
+        {"type": "playlist", "playlist": playlist.playlist(room_id)},
+        {"type": "presence", "online": online, "viewer_count": viewers},
+    ]
+    missed_chat = (
+        ChatMessage.objects.filter(room_id=room_id, sent_at__gte=since_ms - CHAT_MARGIN_MS)
+        .select_related("user__synctv_profile")
+        .order_by("id")
+    )
+    frames += [{"type": "chat", "message": chat_payload(message)} for message in missed_chat]
+    pairs = [(room_group(room_id), event_message(frame)) for frame in frames]
+    local_users = Presence.objects.filter(room_id=room_id, node_id=node_id).values("user_id")
+    banned = Membership.objects.filter(
+        room_id=room_id, status=MemberStatus.BANNED, user_id__in=local_users
+    ).select_related("user__synctv_profile")
+    for membership in banned:
+        frame: dict[str, Any] = {"type": "kicked", "room_id": room_id, "by": None}
+        message = close_message(frame, CloseCode.NOT_ALLOWED, "you were banned from this room")
+        pairs.append((member_group(room_id, membership.user_id), message))
+    return pairs
+
+
+async def resync_rooms(room_ids: set[str], since_ms: int) -> None:
+    """Push each room's current state to this node's sockets (called by the Redis bridge)."""
+    layer = get_channel_layer()
+    node_id = settings.SYNCTV_NODE_ID
+    for room_id in room_ids:
+        try:
+            pairs = await database_sync_to_async(room_catch_up)(room_id, since_ms, node_id)
+        except Exception:
+            logger.exception("resync failed", extra={"room_id": room_id})
+            continue
+        for group, message in pairs:
+            layer.deliver_locally(group, message)
+    logger.info("resynced rooms", extra={"rooms": len(room_ids)})
