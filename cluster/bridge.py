@@ -271,7 +271,9 @@ class RedisBridge:
         while True:
             if self._failed.is_set():
                 raise ConnectionError("a publish to Redis failed")
-            message = await self.pubsub.get_message(timeout=POLL_SECS)
+            # Bounded too: redis-py may reconnect inside get_message() and hang there.
+            async with asyncio.timeout(DEAD_AFTER_SECS):
+                message = await self.pubsub.get_message(timeout=POLL_SECS)
             now = loop.time()
             if message is not None:
                 last_heard = now
@@ -327,6 +329,10 @@ class RedisBridge:
             self._mark_degraded(exc)
         self._failed.set()
 
+    def _count_error(self, exc: BaseException) -> None:
+        REDIS_CONNECTION_ERRORS.labels(node=self.node_id).inc()
+        logger.debug("Redis command failed", extra={"error": repr(exc)})
+
     def _mark_degraded(self, exc: BaseException) -> None:
         REDIS_CONNECTION_ERRORS.labels(node=self.node_id).inc()
         if self.degraded_since_ms is None:
@@ -377,7 +383,9 @@ class RedisBridge:
                     PUSH_SCRIPT, 1, self._list_key(channel), now, capacity, data, int(expiry) + 1
                 )
         except Exception as exc:
-            self._fail(exc)
+            # Counted, not a reason to drop pub/sub: in a Redis Cluster one master down
+            # refuses key commands while pub/sub works; a dead server the subscriber notices.
+            self._count_error(exc)
             raise ChannelFull(f"{channel}: Redis unavailable") from exc
         if queued < 0:
             raise ChannelFull(channel)
@@ -398,7 +406,8 @@ class RedisBridge:
             try:
                 item = await self.client.brpop([key], timeout=QUEUE_POP_SECS)
             except Exception as exc:
-                self._fail(exc)
+                self._count_error(exc)
+                await asyncio.sleep(QUEUE_POP_SECS)
                 continue
             if item is None:
                 continue

@@ -10,17 +10,28 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+logger = logging.getLogger(__name__)
 
 # Short socket timeouts: a hung Redis must turn into an error quickly, never a stall.
 SOCKET_TIMEOUT_SECS = 2.0
 CONNECT_TIMEOUT_SECS = 2.0
+# A Sentinel answers from memory: one that takes longer is skipped for the next one.
+SENTINEL_TIMEOUT_SECS = 0.5
+
+# The nodes of each Redis Cluster (by URL) that the last discovery found: a client opened
+# after the node named in the URL died still finds the cluster through the others.
+_cluster_nodes: dict[str, tuple[tuple[str, int], ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -70,11 +81,20 @@ def _timeouts() -> dict[str, Any]:
 def open_client(target: RedisTarget) -> Any:
     """A client for commands (PUBLISH, list operations) on the deployment."""
     if target.kind == "cluster":
-        return RedisCluster.from_url(target.url, **_timeouts())
+        known = [ClusterNode(host, port) for host, port in _cluster_nodes.get(target.url, ())]
+        return RedisCluster.from_url(target.url, startup_nodes=known or None, **_timeouts())
     if target.kind == "sentinel":
         host: dict[str, Any] = {
             "sentinels": list(target.sentinels),
             "master_name": target.master_name,
+            # By default a Sentinel client has no timeouts and retries with backoff: one hung
+            # Sentinel would stall every master lookup (and a pub/sub read, which redis-py
+            # reconnects inside) for good, or past the bridge's subscribe deadline.
+            "sentinel_kwargs": {
+                "socket_timeout": SENTINEL_TIMEOUT_SECS,
+                "socket_connect_timeout": SENTINEL_TIMEOUT_SECS,
+                "retry": Retry(NoBackoff(), 0),
+            },
             "db": target.db,
             **_timeouts(),
         }
@@ -88,11 +108,17 @@ async def open_subscriber(target: RedisTarget, client: Any) -> Any:
     """A client whose pub/sub connection receives every published message of the deployment."""
     if target.kind != "cluster":
         return client
+    try:
+        await client.initialize()
+        _cluster_nodes[target.url] = tuple((node.host, node.port) for node in client.get_nodes())
+    except Exception:
+        # redis-py cannot initialize while the node it asks first (the owner of slot 0) is
+        # down; keys on that node's slots fail anyway, and pub/sub needs only one live node.
+        logger.info("Redis Cluster discovery failed: trying the nodes known from before")
     # Any node of a cluster sees every classic PUBLISH: use the first one that answers.
-    await client.initialize()
     last_error: Exception | None = None
-    for node in client.get_nodes():
-        candidate = aioredis.Redis(host=node.host, port=node.port, **_timeouts())
+    for host, port in _subscriber_candidates(target):
+        candidate = aioredis.Redis.from_url(_node_url(target.url, host, port), **_timeouts())
         try:
             await candidate.ping()
             return candidate
@@ -100,3 +126,20 @@ async def open_subscriber(target: RedisTarget, client: Any) -> Any:
             last_error = exc
             await candidate.aclose()
     raise ConnectionError(f"no node of the Redis Cluster answered: {last_error}")
+
+
+def _subscriber_candidates(target: RedisTarget) -> list[tuple[str, int]]:
+    """The cluster's nodes as last discovered, then the node the URL names."""
+    parts = urlsplit(target.url)
+    named = (parts.hostname or "localhost", parts.port or 6379)
+    known = list(_cluster_nodes.get(target.url, ()))
+    return known + ([named] if named not in known else [])
+
+
+def _node_url(url: str, host: str, port: int) -> str:
+    """`url` with its host and port replaced (credentials and TLS kept)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    netloc = f"{userinfo}@{address}" if userinfo else address
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -4,6 +4,9 @@ Every node writes `{prefix}nodes` (a hash: node id → JSON with its address and
 every HEARTBEAT_SECS. A node whose beat is older than NODE_TTL_SECS is dead; any live node
 that sees sockets (presence rows) of a dead node asks for them to be cleared, once per
 node (a Redis `SET NX` claim), so viewers elsewhere stop seeing ghosts within ~30 s.
+Beats stop while Redis is unreachable, so a node judges a stale entry only once its own
+rounds have succeeded for NODE_TTL_SECS; and a node missing from the registry (it may have
+just started and not beaten yet) is dead only after NODE_TTL_SECS of being seen missing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class NodeRegistry:
         node_id: str,
         info: dict[str, Any],
         present_nodes: Callable[[], Awaitable[set[str]]],
-        on_dead_node: Callable[[str], Awaitable[None]],
+        on_dead_node: Callable[..., Awaitable[None]],
     ) -> None:
         self.bridge = bridge
         self.node_id = node_id
@@ -44,6 +47,8 @@ class NodeRegistry:
         self.key = f"{bridge.prefix}nodes"
         self.started_at = int(time.time() * 1000)
         self.known: list[dict[str, Any]] = []  # the last registry read, for /ready and tools
+        self.beating_since: float | None = None  # monotonic start of this node's good rounds
+        self.missing_since: dict[str, float] = {}  # nodes with sockets but no registry entry
 
     async def run(self) -> None:
         """Beat, look for dead nodes, sleep; forever (cancel to stop)."""
@@ -51,9 +56,15 @@ class NodeRegistry:
             if self.bridge.healthy:
                 try:
                     await self.beat()
+                    if self.beating_since is None:
+                        self.beating_since = time.monotonic()
                     await self.clear_dead_nodes()
                 except Exception as exc:  # Redis trouble: the bridge degrades and recovers
                     logger.warning("node registry round failed", extra={"error": repr(exc)})
+            if not self.bridge.healthy:
+                # Nobody could beat meanwhile: judge others afresh once back.
+                self.beating_since = None
+                self.missing_since = {}
             await asyncio.sleep(HEARTBEAT_SECS)
 
     async def beat(self) -> None:
@@ -81,12 +92,24 @@ class NodeRegistry:
 
     async def clear_dead_nodes(self) -> None:
         """Presence of nodes that stopped beating (or never did) is handed to on_dead_node."""
+        now = time.monotonic()
+        registered = {node["node_id"] for node in self.known}
         alive = {node["node_id"] for node in self.known if node["alive"]}
-        for node_id in await self.present_nodes() - alive - {self.node_id}:
+        suspects = await self.present_nodes() - alive - {self.node_id}
+        self.missing_since = {
+            node_id: self.missing_since.get(node_id, now) for node_id in suspects - registered
+        }
+        trusted = self.beating_since is not None and now - self.beating_since >= NODE_TTL_SECS
+        for node_id in suspects:
+            if node_id in self.missing_since:
+                if now - self.missing_since[node_id] < NODE_TTL_SECS:
+                    continue  # not registered yet: it may be starting
+            elif not trusted:
+                continue  # its beats may have stopped only because Redis was unreachable
             claim = f"{self.bridge.prefix}clearing:{node_id}"
             if await self.bridge.client.set(claim, self.node_id, nx=True, ex=CLAIM_SECS):
                 logger.warning("clearing the sockets of a dead node", extra={"dead_node": node_id})
-                await self.on_dead_node(node_id)
+                await self.on_dead_node(node_id=node_id)
 
     async def leave(self) -> None:
         """Remove this node from the registry (graceful shutdown)."""

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from asgiref.sync import async_to_sync
-from channels.consumer import SyncConsumer, get_handler_name
+from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import DatabaseSyncToAsync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
@@ -253,7 +253,7 @@ def probe_movie(movie_id: str) -> str | None:
 # --- the consumer and the in-process worker ---------------------------------------------
 
 
-class JobsConsumer(SyncConsumer):
+class JobsConsumer(AsyncConsumer):
     """Runs the jobs of `synctv.jobs` one after another; a handler per job type.
 
     Handlers run in a worker thread of their own, not in asgiref's one shared thread where

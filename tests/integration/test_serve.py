@@ -7,17 +7,25 @@ import json
 import re
 import subprocess
 import time
-import uuid
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rooms.codes import MAX_FRAME_BYTES, CloseCode, ErrorCode
 from rooms.models import Presence
+from tests.support.clients import (
+    FRAME_TIMEOUT,
+    add_movie,
+    as_guest,
+    close_code_of,
+    create_room,
+    next_frame,
+    open_socket,
+    unique,
+)
 from tests.support.servers import (
     REPO_ROOT,
     daphne_argv,
@@ -29,60 +37,7 @@ from tests.support.servers import (
 
 pytestmark = pytest.mark.serve
 
-FRAME_TIMEOUT = 5.0
 PASSWORD = "correct-horse-9"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def as_guest(http: httpx.AsyncClient, name: str) -> str:
-    answer = await http.post("/api/auth/guest", json={"name": name})
-    assert answer.status_code == 200, answer.text
-    return answer.json()["token"]
-
-
-async def create_room(http: httpx.AsyncClient, token: str, name: str = "Movie night") -> dict:
-    answer = await http.post(
-        "/api/rooms", json={"name": name}, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["room"]
-
-
-async def add_movie(http: httpx.AsyncClient, token: str, room_id: str) -> dict:
-    answer = await http.post(
-        f"/api/rooms/{room_id}/movies",
-        json={"url": "https://example.com/film.mp4", "title": "Film"},
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["movie"]
-
-
-def open_socket(node, room_id: str, token: str, **options):
-    return connect(node.room_socket_url(room_id, token), open_timeout=FRAME_TIMEOUT, **options)
-
-
-async def next_frame(socket, kind: str, matches=lambda frame: True) -> dict:
-    """The next frame of type `kind` that `matches`, skipping others (presence, ...)."""
-    async with asyncio.timeout(FRAME_TIMEOUT):
-        while True:
-            frame = json.loads(await socket.recv())
-            if frame["type"] == kind and matches(frame):
-                return frame
-
-
-async def close_code_of(socket) -> int:
-    """Read until the server closes the socket; its close code."""
-    async with asyncio.timeout(FRAME_TIMEOUT):
-        try:
-            while True:
-                await socket.recv()
-        except ConnectionClosed as closed:
-            assert closed.rcvd is not None, "the server closed without a close frame"
-            return closed.rcvd.code
 
 
 def count_presence_rows(node_id: str) -> int:
