@@ -184,10 +184,6 @@ class LocalHub:
         queue = self._queues.get(channel)
         return queue is not None and any(not waiter.done() for waiter in queue.waiters)
 
-    def has_group(self, group: str) -> bool:
-        """Whether any channel of this loop is a member of the group."""
-        return group in self._groups
-
     def clear(self) -> None:
         """Drop every queue and group; pending receivers keep waiting on fresh queues."""
         queues = list(self._queues.values())

@@ -58,6 +58,10 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         """Send `websocket.close` with its code and reason; everything else as daphne does."""
+        if message.get("type") == "websocket.send" and self.state != self.STATE_OPEN:
+            # The client went away while an event was on its way: daphne would raise into
+            # the consumer, which then never runs its disconnect (ghost presence, lost slot).
+            return
         if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN:
             reason = str(message.get("reason") or "").encode()[:REASON_MAX_BYTES]
             code = message.get("code") or 1000
