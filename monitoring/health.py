@@ -72,3 +72,14 @@ async def ready(request: HttpRequest) -> JsonResponse:
     if draining:
         body["draining"] = True
     return JsonResponse(body, status=200 if is_ready else 503)
+
+
+def nodes_view(request: HttpRequest) -> JsonResponse:
+    """`/admin/nodes/` (staff only): the cluster's nodes as this node's registry last read them."""
+    return JsonResponse(
+        {
+            "node_id": settings.SYNCTV_NODE_ID,
+            "cluster_mode": settings.SYNCTV.cluster_mode,
+            "nodes": known_nodes(),
+        }
+    )

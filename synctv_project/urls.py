@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from monitoring.health import health, ready
+from monitoring.health import health, nodes_view, ready
 from rooms.api import api, not_found_view
 from rooms.pages import lobby, room_page
 
@@ -15,5 +15,6 @@ urlpatterns = [
     path("health", health),
     path("ready", ready),
     path("", include("django_prometheus.urls")),
+    path("admin/nodes/", admin.site.admin_view(nodes_view), name="admin-nodes"),
     path("admin/", admin.site.urls),
 ]

@@ -677,3 +677,15 @@ def test_ready_in_single_node_mode(anonymous):
 
 def test_an_unknown_api_path_answers_404_in_the_error_format(anonymous):
     assert_error(anonymous.get("/api/no/such/thing"), 404, ErrorCode.NOT_FOUND)
+
+
+def test_the_node_registry_is_shown_to_staff_in_the_admin_only(client, django_user_model):
+    staff = django_user_model.objects.create_user("staffer", password="x", is_staff=True)
+    assert client.get("/admin/nodes/").status_code == 302  # to the admin login
+
+    client.force_login(staff)
+    body = client.get("/admin/nodes/").json()
+
+    assert body["cluster_mode"] is False
+    assert body["nodes"] == []
+    assert body["node_id"]
