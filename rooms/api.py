@@ -152,18 +152,23 @@ class MemberPatch(Body):
     status: str | None = None
 
 
+SUBTITLES_HELP = f"WebVTT tracks, at most {playlist.MAX_SUBTITLES}: [{{url, label?, lang?}}]"
+
+
 class MovieIn(Body):
-    """A movie to add."""
+    """A movie to add, optionally with its subtitle tracks."""
 
     url: str
     title: str | None = None
+    subtitles: list[dict[str, Any]] | None = Field(default=None, description=SUBTITLES_HELP)
 
 
 class MoviePatch(Body):
-    """Movie changes."""
+    """Movie changes; `subtitles` replaces the whole list of tracks."""
 
     url: str | None = None
     title: str | None = None
+    subtitles: list[dict[str, Any]] | None = Field(default=None, description=SUBTITLES_HELP)
 
 
 class OrderIn(Body):
@@ -277,7 +282,8 @@ def list_movies(request: HttpRequest, room_id: str) -> dict:
 @api.post("/rooms/{room_id}/movies", response={201: dict}, auth=AUTH, tags=["playlist"])
 def add_movie(request: HttpRequest, room_id: str, body: MovieIn) -> dict:
     """Add a movie at the end of the playlist."""
-    return {"movie": playlist.add_movie(request.user, room_id, body.url, body.title)}
+    movie = playlist.add_movie(request.user, room_id, body.url, body.title, body.subtitles)
+    return {"movie": movie}
 
 
 @api.post("/rooms/{room_id}/movies/reorder", response=dict, auth=AUTH, tags=["playlist"])
@@ -288,7 +294,7 @@ def reorder_movies(request: HttpRequest, room_id: str, body: OrderIn) -> dict:
 
 @api.patch("/rooms/{room_id}/movies/{movie_id}", response=dict, auth=AUTH, tags=["playlist"])
 def patch_movie(request: HttpRequest, room_id: str, movie_id: str, body: MoviePatch) -> dict:
-    """Change a movie's url or title."""
+    """Change a movie's url, title or subtitles."""
     changes = body.model_dump(exclude_unset=True)
     return {"movie": playlist.update_movie(request.user, room_id, movie_id, changes)}
 
@@ -308,3 +314,10 @@ def chat_history(
 ) -> list[dict]:
     """Chat history, newest last: `?before=ID&limit=N`."""
     return chat.history(request.user, room_id, before, limit)
+
+
+@api.delete("/rooms/{room_id}/chat/{message_id}", response={204: None}, auth=AUTH, tags=["chat"])
+def delete_chat(request: HttpRequest, room_id: str, message_id: int) -> None:
+    """Delete a chat message (room admins and staff); sockets get `chat_deleted {id}`."""
+    chat.delete_chat(request.user, room_id, message_id)
+    return None

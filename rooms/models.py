@@ -90,6 +90,8 @@ class Movie(models.Model):
     title = models.CharField(max_length=200)
     type = models.CharField(max_length=32)
     position = models.IntegerField()
+    # [{url, label, lang}] WebVTT tracks, validated by rooms.services.playlist.
+    subtitles = models.JSONField(default=list, blank=True)
     added_by = models.ForeignKey(USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

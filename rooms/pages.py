@@ -1,17 +1,45 @@
-"""The browser pages: the lobby and the shareable room page."""
+"""The browser pages: the lobby, the shareable room page and its not-found page.
+
+The pages are thin: they render what the visitor needs to start (who is signed in, the
+room's public facts) and the ES modules in static/synctv/ do the rest over the HTTP API
+and the room WebSocket.
+"""
+
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from rooms.models import Room
+from rooms.payloads import user_payload
+from rooms.services.rooms import has_nul, room_settings
+
+
+def _visitor(request: HttpRequest) -> dict[str, Any] | None:
+    user = request.user
+    return user_payload(user) if user.is_authenticated else None
+
 
 @ensure_csrf_cookie
 def lobby(request: HttpRequest) -> HttpResponse:
-    """`/`: what SyncTV is, and the public rooms."""
-    return render(request, "lobby.html")
+    """`/`: sign in, the public rooms, create a room."""
+    return render(request, "lobby.html", {"page": {"user": _visitor(request)}})
 
 
 @ensure_csrf_cookie
 def room_page(request: HttpRequest, room_id: str) -> HttpResponse:
-    """`/r/{room_id}`: the room with its synced player."""
-    return render(request, "room.html", {"room_id": room_id})
+    """`/r/{room_id}`: the room with its synced player, or a 404 page if there is none."""
+    room = None if has_nul(room_id) else Room.objects.filter(pk=room_id).first()
+    if room is None:
+        return render(request, "room_not_found.html", {"room_id": room_id}, status=404)
+    page = {
+        "user": _visitor(request),
+        "room": {
+            "id": room.id,
+            "name": room.name,
+            "has_password": bool(room.password),
+            "guests_allowed": room_settings(room).guests_allowed,
+        },
+    }
+    return render(request, "room.html", {"room": room, "page": page})

@@ -52,14 +52,24 @@ def room_summary(room: Room, viewer_count: int) -> dict[str, Any]:
     }
 
 
+def subtitle_payload(track: dict[str, Any]) -> dict[str, str]:
+    """One WebVTT track of a movie: `{url, label, lang}` (`lang` may be "")."""
+    return {
+        "url": track.get("url", ""),
+        "label": track.get("label", ""),
+        "lang": track.get("lang", ""),
+    }
+
+
 def movie_payload(movie: Movie) -> dict[str, Any]:
-    """One playlist entry."""
+    """One playlist entry, with its subtitle tracks (always a list)."""
     return {
         "id": movie.id,
         "url": movie.url,
         "title": movie.title,
         "type": movie.type,
         "position": movie.position,
+        "subtitles": [subtitle_payload(track) for track in movie.subtitles or []],
     }
 
 

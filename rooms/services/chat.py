@@ -1,15 +1,23 @@
-"""Chat: send a line (kept, then broadcast) and read history."""
+"""Chat: send a line (kept, then broadcast), read history, delete a line (moderation)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rooms.errors import bad_request
+from django.db import transaction
+
+from rooms.errors import bad_request, not_found
 from rooms.models import ChatMessage
 from rooms.payloads import chat_payload, now_ms
 from rooms.permissions import Permission
 from rooms.services.events import publish
-from rooms.services.rooms import has_nul, require_active_member, require_permission
+from rooms.services.rooms import (
+    get_room,
+    has_nul,
+    require_active_member,
+    require_admin,
+    require_permission,
+)
 
 MAX_CHAT_LENGTH = 4096
 MAX_HISTORY = 200
@@ -45,3 +53,18 @@ def history(user: Any, room_id: str, before: Any = None, limit: Any = 50) -> lis
     if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
         raise bad_request("before must be a message id")
     return recent(room_id, limit, before)
+
+
+def delete_chat(user: Any, room_id: str, message_id: Any) -> None:
+    """Delete a chat line (room admins, and Django staff in any room); publishes `chat_deleted`."""
+    if getattr(user, "is_staff", False):
+        get_room(room_id)
+    else:
+        require_admin(room_id, user)
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise bad_request("message_id must be a chat message id")
+    with transaction.atomic():
+        deleted, _ = ChatMessage.objects.filter(room_id=room_id, pk=message_id).delete()
+        if not deleted:
+            raise not_found(f"no chat message {message_id} in this room")
+        publish(room_id, {"type": "chat_deleted", "id": message_id})

@@ -1,4 +1,4 @@
-"""Members: list them, change roles, permissions and bans."""
+"""Members: list them, change roles, permissions and bans, and tell connected clients."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from django.db import transaction
 from rooms.codes import CloseCode
 from rooms.errors import bad_request, forbidden, not_found
 from rooms.models import Membership, Presence
-from rooms.payloads import member_payload, user_payload
-from rooms.permissions import ALL_PERMISSIONS, MemberStatus, Role
-from rooms.services.events import member_group, publish_close
+from rooms.payloads import me_payload, member_payload, user_payload
+from rooms.permissions import ALL_PERMISSIONS, MemberStatus, Role, effective_permissions
+from rooms.services.events import member_group, publish, publish_close
+from rooms.services.presence import publish_presence
 from rooms.services.rooms import require_active_member, require_admin
 
 
@@ -56,10 +57,19 @@ def _check_changes(actor: Membership, target: Membership, changes: dict[str, Any
         raise bad_request("status must be 'active' or 'banned'")
 
 
+def _standing(membership: Membership) -> tuple[str, list[str]]:
+    """What a member's open pages show of them: the role and the permissions in force."""
+    return membership.role, effective_permissions(membership.role, membership.permissions)
+
+
 def update_member(
     actor_user: Any, room_id: str, user_id: int, changes: dict[str, Any]
 ) -> dict[str, Any]:
-    """Change a member's role, permissions or status (admins); a ban kicks every connection."""
+    """Change a member's role, permissions or status (admins); a ban kicks every connection.
+
+    Any other change of role or permissions is told to the room (`presence`, with roles) and
+    to the member's own sockets (`me`), so open pages show what they may now do.
+    """
     actor = require_admin(room_id, actor_user)
     with transaction.atomic():
         target = (
@@ -72,6 +82,7 @@ def update_member(
         if target is None:
             raise not_found(f"user {user_id} is not a member of this room")
         _check_changes(actor, target, changes)
+        before = _standing(target)
         for field in ("role", "permissions", "status"):
             if changes.get(field) is not None:
                 setattr(target, field, changes[field])
@@ -82,6 +93,13 @@ def update_member(
                 {"type": "kicked", "room_id": room_id, "by": user_payload(actor_user)},
                 CloseCode.NOT_ALLOWED,
                 "you were banned from this room",
+                group=member_group(room_id, target.user_id),
+            )
+        elif _standing(target) != before:
+            publish_presence(room_id)
+            publish(
+                room_id,
+                {"type": "me", "me": me_payload(target)},
                 group=member_group(room_id, target.user_id),
             )
     online = Presence.objects.filter(room_id=room_id, user_id=user_id).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,12 @@ from rooms.services.rooms import has_nul, require_active_member, require_permiss
 
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 200
+MAX_SUBTITLES = 8
+MAX_SUBTITLE_LABEL_LENGTH = 100
+MAX_SUBTITLE_LANG_LENGTH = 35
+SUBTITLE_KEYS = ("url", "label", "lang")
+# BCP-47-like: a letter subtag, then letter-or-digit subtags ("en", "pt-BR", "zh-Hant-TW").
+LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 TYPES_BY_SUFFIX = {
     ".mp4": "mp4",
     ".m4v": "mp4",
@@ -41,20 +48,20 @@ def movie_type(url: str) -> str:
     return "video"
 
 
-def _clean_url(url: Any) -> str:
+def _clean_url(url: Any, field: str = "url") -> str:
     if not isinstance(url, str) or not url.strip():
-        raise bad_request("url must be a non-empty string")
+        raise bad_request(f"{field} must be a non-empty string")
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
-        raise bad_request(f"url must be at most {MAX_URL_LENGTH} characters")
+        raise bad_request(f"{field} must be at most {MAX_URL_LENGTH} characters")
     if has_nul(url):
-        raise bad_request("url must not contain NUL characters")
+        raise bad_request(f"{field} must not contain NUL characters")
     parts = urlsplit(url)
     if parts.scheme in ("http", "https") and parts.netloc:
         return url
     if not parts.scheme and url.startswith("/") and not url.startswith("//"):
         return url  # a file served by this site, e.g. /static/...
-    raise bad_request("url must be an http(s) URL or a path on this site starting with '/'")
+    raise bad_request(f"{field} must be an http(s) URL or a path on this site starting with '/'")
 
 
 def _clean_title(title: Any, url: str) -> str:
@@ -66,6 +73,70 @@ def _clean_title(title: Any, url: str) -> str:
     if has_nul(title):
         raise bad_request("title must not contain NUL characters")
     return " ".join(title.split()) or url[:MAX_TITLE_LENGTH]
+
+
+def _clean_lang(lang: Any, field: str) -> str:
+    if lang is None or lang == "":
+        return ""
+    if (
+        not isinstance(lang, str)
+        or len(lang) > MAX_SUBTITLE_LANG_LENGTH
+        or not LANG_TAG.fullmatch(lang)
+    ):
+        raise bad_request(
+            f"{field} must be empty or a language tag such as 'en' or 'pt-BR' "
+            f"(letters, digits and hyphens, at most {MAX_SUBTITLE_LANG_LENGTH} characters)"
+        )
+    return lang
+
+
+def _clean_label(label: Any, fallback: str, field: str) -> str:
+    if label is None or label == "":
+        return fallback
+    if not isinstance(label, str) or len(label) > MAX_SUBTITLE_LABEL_LENGTH:
+        raise bad_request(
+            f"{field} must be a string of at most {MAX_SUBTITLE_LABEL_LENGTH} characters"
+        )
+    if has_nul(label):
+        raise bad_request(f"{field} must not contain NUL characters")
+    return " ".join(label.split()) or fallback
+
+
+def clean_subtitles(tracks: Any) -> list[dict[str, str]]:
+    """A movie's subtitle tracks as stored: `[{url, label, lang}]`, at most MAX_SUBTITLES.
+
+    None means no tracks. A missing label becomes the language tag, else "Subtitles N".
+    """
+    if tracks is None:
+        return []
+    if not isinstance(tracks, list):
+        raise bad_request("subtitles must be a list of {url, label?, lang?} objects")
+    if len(tracks) > MAX_SUBTITLES:
+        raise bad_request(
+            f"a movie may have at most {MAX_SUBTITLES} subtitle tracks, not {len(tracks)}"
+        )
+    cleaned: list[dict[str, str]] = []
+    for index, track in enumerate(tracks):
+        where = f"subtitles[{index}]"
+        if not isinstance(track, dict):
+            raise bad_request(f"{where} must be an object {{url, label?, lang?}}")
+        unknown = set(track) - set(SUBTITLE_KEYS)
+        if unknown:
+            raise bad_request(
+                f"{where} has unknown keys {', '.join(sorted(map(str, unknown)))}; "
+                f"allowed: {', '.join(SUBTITLE_KEYS)}"
+            )
+        url = _clean_url(track.get("url"), f"{where}.url")
+        for earlier, kept in enumerate(cleaned):
+            if kept["url"] == url:
+                raise bad_request(
+                    f"{where}.url repeats subtitles[{earlier}].url: one track per file"
+                )
+        lang = _clean_lang(track.get("lang"), f"{where}.lang")
+        fallback = lang or f"Subtitles {index + 1}"
+        label = _clean_label(track.get("label"), fallback, f"{where}.label")
+        cleaned.append({"url": url, "label": label, "lang": lang})
+    return cleaned
 
 
 def _movies(room_id: str) -> list[Movie]:
@@ -101,10 +172,13 @@ def _movie(room_id: str, movie_id: str) -> Movie:
     return movie
 
 
-def add_movie(user: Any, room_id: str, url: Any, title: Any = None) -> dict[str, Any]:
-    """Append a movie; the first movie of an empty room becomes the current one."""
+def add_movie(
+    user: Any, room_id: str, url: Any, title: Any = None, subtitles: Any = None
+) -> dict[str, Any]:
+    """Append a movie (with its subtitle tracks); the first of an empty room becomes current."""
     require_permission(room_id, user, Permission.ADD_MOVIE)
     clean_url = _clean_url(url)
+    tracks = clean_subtitles(subtitles)
     with transaction.atomic():
         Room.objects.select_for_update().filter(pk=room_id).first()
         last = Movie.objects.filter(room_id=room_id).aggregate(m=Max("position"))["m"]
@@ -114,6 +188,7 @@ def add_movie(user: Any, room_id: str, url: Any, title: Any = None) -> dict[str,
             title=_clean_title(title, clean_url),
             type=movie_type(clean_url),
             position=0 if last is None else last + 1,
+            subtitles=tracks,
             added_by=user,
         )
         _bump_and_publish(room_id)
@@ -124,11 +199,13 @@ def add_movie(user: Any, room_id: str, url: Any, title: Any = None) -> dict[str,
 
 
 def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-    """Change a movie's url or title."""
+    """Change a movie's url, title or subtitles (the given list replaces the old one)."""
     require_permission(room_id, user, Permission.EDIT_MOVIE)
-    unknown = set(changes) - {"url", "title"}
+    unknown = set(changes) - {"url", "title", "subtitles"}
     if unknown:
-        raise bad_request(f"cannot change {', '.join(sorted(unknown))}; allowed: url, title")
+        raise bad_request(
+            f"cannot change {', '.join(sorted(unknown))}; allowed: url, title, subtitles"
+        )
     with transaction.atomic():
         movie = _movie(room_id, movie_id)
         if "url" in changes:
@@ -137,6 +214,8 @@ def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]
             jobs.enqueue_on_commit(jobs.PROBE_MOVIE, movie_id=movie.id)
         if "title" in changes:
             movie.title = _clean_title(changes["title"], movie.url)
+        if "subtitles" in changes:
+            movie.subtitles = clean_subtitles(changes["subtitles"])
         movie.save()
         _bump_and_publish(room_id)
     return movie_payload(movie)

@@ -18,7 +18,7 @@ PASSWORD = "correct-horse-9"
 USER_KEYS = {"id", "username", "name", "is_guest"}
 ROOM_SUMMARY_KEYS = {"id", "name", "has_password", "viewer_count", "created_by"}
 MEMBER_KEYS = {"user", "role", "status", "permissions", "online"}
-MOVIE_KEYS = {"id", "url", "title", "type", "position"}
+MOVIE_KEYS = {"id", "url", "title", "type", "position", "subtitles"}
 
 
 class Api:
@@ -559,8 +559,8 @@ WRITE_ENDPOINTS = {
         "/api/rooms/{room}/members/{user}",
         ["role", "permissions", "status"],
     ),
-    "add_movie": ("post", "/api/rooms/{room}/movies", ["url", "title"]),
-    "patch_movie": ("patch", "/api/rooms/{room}/movies/{movie}", ["url", "title"]),
+    "add_movie": ("post", "/api/rooms/{room}/movies", ["url", "title", "subtitles"]),
+    "patch_movie": ("patch", "/api/rooms/{room}/movies/{movie}", ["url", "title", "subtitles"]),
     "reorder": ("post", "/api/rooms/{room}/movies/reorder", ["order"]),
 }
 
@@ -607,6 +607,10 @@ def test_odd_bodies_never_cause_a_server_error(as_owner, room, viewer, movie, en
         ("delete", "/api/rooms/{room}/movies/a%00b"),
         ("get", "/api/rooms/{room}/chat?before=99999999999999999999"),
         ("get", "/api/rooms/{room}/chat?limit=-99999999999999999999"),
+        ("delete", "/api/rooms/{room}/chat/99999999999999999999"),
+        ("delete", "/api/rooms/{room}/chat/-1"),
+        ("delete", "/api/rooms/{room}/chat/abc"),
+        ("delete", "/api/rooms/a%00b/chat/1"),
     ],
 )
 def test_odd_ids_are_answered_without_a_server_error(as_owner, room, method, path):
@@ -638,6 +642,7 @@ SPEC_OPERATIONS = {
     ("delete", "/api/rooms/{}/movies/{}"),
     ("post", "/api/rooms/{}/movies/reorder"),
     ("get", "/api/rooms/{}/chat"),
+    ("delete", "/api/rooms/{}/chat/{}"),
 }
 
 

@@ -28,6 +28,7 @@ class Scene:
             self.owner.user, self.room.id, "https://media.example/a.mp4"
         )["id"]
         self.target = make_member(self.room, "target")
+        self.message_id = chat.send_chat(self.target.user, self.room.id, "spoiler")["id"]
 
     def actor(self, role: str):
         """The user who acts, in one of the roles of the table."""
@@ -55,10 +56,18 @@ def scene():
     return Scene()
 
 
+SUBTITLES = [{"url": "https://media.example/b.en.vtt", "lang": "en"}]
+
 ACTIONS = {
     "add_movie": lambda s, user: playlist.add_movie(user, s.room.id, "https://media.example/b.mp4"),
+    "add_movie_with_subtitles": lambda s, user: playlist.add_movie(
+        user, s.room.id, "https://media.example/b.mp4", subtitles=SUBTITLES
+    ),
     "edit_movie": lambda s, user: playlist.update_movie(
         user, s.room.id, s.movie_id, {"title": "Renamed"}
+    ),
+    "edit_subtitles": lambda s, user: playlist.update_movie(
+        user, s.room.id, s.movie_id, {"subtitles": SUBTITLES}
     ),
     "delete_movie": lambda s, user: playlist.delete_movie(user, s.room.id, s.movie_id),
     "set_current_movie": lambda s, user: playback.change_playback(
@@ -68,6 +77,7 @@ ACTIONS = {
         user, s.room.id, "seek", position=10
     ),
     "send_chat": lambda s, user: chat.send_chat(user, s.room.id, "hello"),
+    "delete_chat": lambda s, user: chat.delete_chat(user, s.room.id, s.message_id),
     "patch_room": lambda s, user: rooms.update_room(user, s.room.id, {"name": "Renamed"}),
     "delete_room": lambda s, user: rooms.delete_room(user, s.room.id),
     "patch_member": lambda s, user: members.update_member(
@@ -76,10 +86,11 @@ ACTIONS = {
 }
 
 MEMBER_MAY = {"add_movie", "set_current_movie", "control_playback", "send_chat"}
+MEMBER_ACTIONS_MAY = MEMBER_MAY | {"add_movie_with_subtitles"}
 ALLOWED = {
     "creator": set(ACTIONS),
     "admin": set(ACTIONS) - {"delete_room"},
-    "member": MEMBER_MAY,
+    "member": MEMBER_ACTIONS_MAY,
     "member_without_permissions": set(),
     "banned": set(),
     "non_member": set(),

@@ -623,6 +623,19 @@ def test_presence_counts_connections_per_user_and_distinct_viewers(room, owner, 
     }
 
 
+def test_presence_entries_carry_each_users_role(room, owner, viewer):
+    presence.connect("c1", room.id, viewer.user.id, "node-a")
+    presence.connect("c2", room.id, owner.user.id, "node-a")
+
+    online, _ = presence.online(room.id)
+
+    assert [(entry["user"]["username"], entry["role"]) for entry in online] == [
+        ("owner", Role.CREATOR),
+        ("viewer", Role.MEMBER),
+    ]
+    assert all(set(entry) == {"user", "role", "connections"} for entry in online)
+
+
 def test_disconnect_removes_the_connection(room, viewer):
     presence.connect("c1", room.id, viewer.user.id, "node-a")
 
