@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from rooms.models import Room
+from rooms.models import Membership, Room
 from rooms.payloads import user_payload
 from rooms.services.rooms import has_nul, room_settings
 
@@ -33,8 +33,17 @@ def room_page(request: HttpRequest, room_id: str) -> HttpResponse:
     room = None if has_nul(room_id) else Room.objects.filter(pk=room_id).first()
     if room is None:
         return render(request, "room_not_found.html", {"room_id": room_id}, status=404)
+    membership = (
+        Membership.objects.filter(room=room, user=request.user).first()
+        if request.user.is_authenticated
+        else None
+    )
     page = {
         "user": _visitor(request),
+        # Lets the page ask for the password only when it is needed, without a failing call.
+        "membership": {"role": membership.role, "status": membership.status}
+        if membership
+        else None,
         "room": {
             "id": room.id,
             "name": room.name,

@@ -20,7 +20,7 @@ function roomItem(room) {
     const lock = document.createElement('span');
     lock.className = 'room-lock';
     lock.title = 'This room has a password';
-    lock.textContent = '🔒';
+    lock.textContent = 'password';
     link.append(lock);
   }
   const viewers = document.createElement('span');

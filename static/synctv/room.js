@@ -25,20 +25,37 @@ function gateError(message) {
   $('gate-error').hidden = !message;
 }
 
-/** Become a member (the password where needed), then open the room. */
-async function enter(password) {
+/** With the room's password: become a member, then open the room. */
+async function joinWithPassword(password) {
   try {
-    await api.post(`/rooms/${encodeURIComponent(room.id)}/join`, password ? { password } : {});
+    await api.post(`/rooms/${encodeURIComponent(room.id)}/join`, { password });
   } catch (error) {
-    $('gate').hidden = false;
-    const needsPassword = room.has_password && error.status === 403 && /password/i.test(error.message);
-    $('password-form').hidden = !needsPassword;
-    gateError(needsPassword && !password ? '' : error.message);
-    if (needsPassword) $('password-form').elements.password.focus();
+    gateError(error.message);
     return;
   }
   $('gate').hidden = true;
   openRoom();
+}
+
+/** A signed-in visitor: in at once, or asked for the password, or told why not. */
+function enter() {
+  const membership = page.membership;
+  const user = page.user;
+  if (membership && membership.status === 'banned') {
+    $('gate').hidden = false;
+    gateError('You are banned from this room.');
+  } else if (membership) {
+    openRoom();
+  } else if (user.is_guest && !room.guests_allowed) {
+    $('gate').hidden = false;
+    gateError('This room does not admit guests: sign out, then sign in or create an account.');
+  } else if (room.has_password) {
+    $('gate').hidden = false;
+    $('password-form').hidden = false;
+    $('password-form').elements.password.focus();
+  } else {
+    openRoom(); // opening the socket of a room without a password joins it
+  }
 }
 
 /** What a `playback` frame with `by` changed, as a chat system line. */
@@ -203,7 +220,7 @@ function openRoom() {
 function start() {
   $('password-form').addEventListener('submit', (event) => {
     event.preventDefault();
-    enter($('password-form').elements.password.value);
+    joinWithPassword($('password-form').elements.password.value);
   });
   if (page.user) {
     showAccount(page.user);
@@ -211,7 +228,8 @@ function start() {
     return;
   }
   $('gate').hidden = false;
-  mountAuth($('auth'), () => enter(), { guestsAllowed: room.guests_allowed });
+  // Signed in: the page is rendered again, knowing the visitor's membership.
+  mountAuth($('auth'), () => window.location.reload(), { guestsAllowed: room.guests_allowed });
 }
 
 start();

@@ -12,6 +12,7 @@ import {
   DriftCorrector,
   backoffDelay,
   formatClock,
+  seekLagFromLanding,
 } from '../../static/synctv/sync.js';
 
 const close = (actual, expected, eps = 1e-9) =>
@@ -414,4 +415,20 @@ test('simulation: players 0.4 s behind and 3 s ahead converge within 20 ms, seek
     if (Math.abs(start) <= DEFAULT_SETTINGS.driftSeekS) assert.equal(seeks.length, 0, name);
     else assert.equal(seeks.length, 1, name);
   }
+});
+
+test('a landing ahead of the room means the seek lag was overestimated', () => {
+  assert.equal(seekLagFromLanding(150, 0.05, 1), 100);
+  assert.equal(seekLagFromLanding(150, -0.1, 1), 250);
+  assert.equal(seekLagFromLanding(150, 0.03, 1.5), 130);
+  assert.equal(seekLagFromLanding(150, Number.NaN, 1), 150);
+});
+
+test('endSettle lets the next step correct at once', () => {
+  const corrector = new DriftCorrector();
+  corrector.noteAction(1000);
+  const input = { nowMs: 1100, currentTime: 10.2, expected: 10, roomRate: 1, playing: true, readyState: 4, seeking: false, buffering: false };
+  assert.equal(corrector.step(input).action, 'none');
+  corrector.endSettle();
+  assert.equal(corrector.step(input).action, 'rate');
 });
