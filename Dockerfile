@@ -1,5 +1,13 @@
 # One SyncTV node. Single-node by default (SQLite in /data); set SYNCTV__DATABASE__URL,
 # SYNCTV__REDIS__URL and SYNCTV__SERVER__SECRET_KEY for cluster mode.
+
+# hls.js, the browser's only dependency, from the npm registry at the locked version; the
+# node serves its dist/ as /static/vendor/hls.js/ (node_modules is not in the build context).
+FROM node:20-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -8,6 +16,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+COPY --from=web /web/node_modules/hls.js/dist node_modules/hls.js/dist
 RUN mkdir -p /data && useradd --system --home /app synctv && chown synctv /data
 USER synctv
 VOLUME ["/data"]

@@ -5,11 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Debian packages the tests use; installed with apt-get only when missing.
-APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client
+# Debian packages the tests use; installed with apt-get only when missing. chromium and
+# ffmpeg are for the browser end-to-end tests (tests/e2e/): Playwright drives Debian's
+# chromium, ffmpeg makes the test media.
+APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client chromium ffmpeg
+# Stamp of the last `npm ci` (hls.js, served from node_modules): redone when the lock changes.
+NODE_STAMP := node_modules/.synctv-npm-ci
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/synctv
 
-.PHONY: run test lint format deps services clean bench
+.PHONY: run test lint format deps services clean bench e2e
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +24,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.runtime $(NODE_STAMP)
 	$(PY) manage.py migrate --no-input -v 0
 	$(PY) manage.py serve
 
@@ -47,11 +55,15 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: services lint
+test: services lint $(NODE_STAMP)
+	test ! -d tests/js || node --test tests/js/
 	$(PY) -m pytest
+
+e2e: $(VENV)/.dev services $(NODE_STAMP)
+	$(PY) -m pytest -m e2e tests/e2e
 
 bench: $(VENV)/.dev services
 	$(PY) bench/seek_latency.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules

@@ -127,7 +127,13 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS: list = [BASE_DIR / "static"]
+# hls.js comes from the npm registry (`npm ci`, package-lock.json) and is served from
+# node_modules as /static/vendor/hls.js/hls.mjs. Without node_modules the node still starts
+# (only that file is missing), so the entry is added only when the directory exists.
+HLS_JS_DIST = BASE_DIR / "node_modules" / "hls.js" / "dist"
+if HLS_JS_DIST.is_dir():
+    STATICFILES_DIRS.append(("vendor/hls.js", HLS_JS_DIST))
 WHITENOISE_USE_FINDERS = True
 
 PROMETHEUS_EXPORT_MIGRATIONS = False

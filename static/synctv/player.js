@@ -153,21 +153,25 @@ export class SyncedPlayer {
     if (crossOrigin) this.video.crossOrigin = 'anonymous';
     else this.video.removeAttribute('crossorigin');
     const isHls = movie.type === 'hls' || /\.m3u8(\?|$)/i.test(movie.url);
-    if (isHls && !this.video.canPlayType('application/vnd.apple.mpegurl')) {
-      const Hls = await this.loadHls();
-      if (token !== this.loadToken) return;
-      if (!Hls || !Hls.isSupported()) {
-        this.notify('This browser cannot play HLS streams.');
-        return;
-      }
+    if (!isHls) {
+      this.video.src = movie.url;
+      return;
+    }
+    // hls.js wherever Media Source Extensions exist (the same player everywhere); the
+    // browser's own HLS only where they do not (iOS Safari).
+    const Hls = await this.loadHls();
+    if (token !== this.loadToken) return;
+    if (Hls && Hls.isSupported()) {
       this.hls = new Hls({ enableWorker: true });
       this.hls.on(Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) this.notify(`The stream cannot be played: ${data.details}`);
       });
       this.hls.loadSource(movie.url);
       this.hls.attachMedia(this.video);
-    } else {
+    } else if (this.video.canPlayType('application/vnd.apple.mpegurl')) {
       this.video.src = movie.url;
+    } else {
+      this.notify('This browser cannot play HLS streams.');
     }
   }
 
