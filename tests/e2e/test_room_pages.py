@@ -230,11 +230,11 @@ def test_screenshot_of_a_room_with_two_viewers_a_playlist_and_chat(
     api.add_movie(owner, room["id"], f"{media_server}/{media.clip}", "Test pattern", [track])
     api.add_movie(owner, room["id"], f"{media_server}/{media.clip2}", "Second feature")
     api.add_movie(owner, room["id"], f"{media_server}/{media.hls}", "Live stream (HLS)")
-    ann = open_room(new_page, synctv, room["id"], owner, viewport={"width": 1280, "height": 800})
+    ann = open_room(new_page, synctv, room["id"], owner, viewport={"width": 1280, "height": 1000})
     bob = open_room(new_page, synctv, room["id"], api.guest("bob"))
     ann.select_option("#subtitle-select", "0")
     ann.click("#play-toggle")
-    bob.fill("#chat-form [name=text]", "popcorn ready 🍿")
+    bob.fill("#chat-form [name=text]", "popcorn ready?")
     bob.press("#chat-form [name=text]", "Enter")
     ann.fill("#chat-form [name=text]", "starting now!")
     ann.press("#chat-form [name=text]", "Enter")
@@ -242,5 +242,5 @@ def test_screenshot_of_a_room_with_two_viewers_a_playlist_and_chat(
     wait_until_playing(ann)
     ann.wait_for_timeout(1500)  # a frame with a subtitle cue on it
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    ann.screenshot(path=str(SCREENSHOT))
+    ann.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
