@@ -135,6 +135,8 @@ HLS_JS_DIST = BASE_DIR / "node_modules" / "hls.js" / "dist"
 if HLS_JS_DIST.is_dir():
     STATICFILES_DIRS.append(("vendor/hls.js", HLS_JS_DIST))
 WHITENOISE_USE_FINDERS = True
+# With debug on, edited static files are served as they are now (no restart needed).
+WHITENOISE_AUTOREFRESH = DEBUG
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
 

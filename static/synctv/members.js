@@ -15,6 +15,7 @@ export class MembersPanel {
     this.notify = notify;
     this.me = null;
     this.online = [];
+    this.armedBan = null; // {userId, until}: a ban button clicked once, awaiting its confirm
   }
 
   setMe(me) {
@@ -89,15 +90,18 @@ export class MembersPanel {
     ban.className = 'member-ban small danger';
     ban.textContent = 'Ban';
     ban.title = `Ban ${user.name}: closes their connections and keeps them out`;
-    let armed = null;
+    // The armed state lives in the panel, so a presence frame re-rendering the list between
+    // the two clicks does not disarm it.
+    const armed = () => this.armedBan && this.armedBan.userId === user.id && performance.now() < this.armedBan.until;
+    if (armed()) ban.textContent = 'Confirm ban';
     ban.addEventListener('click', () => {
-      if (!armed) {
+      if (!armed()) {
+        this.armedBan = { userId: user.id, until: performance.now() + CONFIRM_MS };
         ban.textContent = 'Confirm ban';
-        armed = setTimeout(() => { ban.textContent = 'Ban'; armed = null; }, CONFIRM_MS);
+        setTimeout(() => { if (ban.isConnected && !armed()) ban.textContent = 'Ban'; }, CONFIRM_MS);
         return;
       }
-      clearTimeout(armed);
-      armed = null;
+      this.armedBan = null;
       ban.disabled = true;
       this.patch(path, { status: 'banned' });
     });

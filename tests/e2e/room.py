@@ -27,6 +27,7 @@ SYNC_LIMIT_S = 0.15  # both players within 150 ms of the expected position ...
 CONVERGE_S = 2.0  # ... within 2 s of each change
 HOLD_S = 15.0  # ... and over 15 s of playing
 SAMPLE_EVERY_S = 0.5
+_last_change: dict[int, float] = {}  # recorder -> when its last change was seen (monotonic)
 CONNECTED = "#conn-state[data-state=connected]"
 VIDEO = "document.querySelector('video')"
 
@@ -67,8 +68,8 @@ def wait_until_playing(page: Page, timeout: float = 10.0) -> None:
 def assert_converges(
     pages: list[Page], observer: RoomObserver, recorder: DriftRecorder, within: float = CONVERGE_S
 ) -> list[float]:
-    """Every page within SYNC_LIMIT_S of the room within `within` seconds; records and returns
-    the drift of each page at that moment."""
+    """Every page within SYNC_LIMIT_S of the room within `within` seconds; returns the drift
+    of each page at that moment, and records each page's drift when `within` is up."""
     started = time.monotonic()
     deadline = started + within
     while True:
@@ -81,8 +82,13 @@ def assert_converges(
                 + ", ".join(f"{value * 1000:+.0f} ms" for value in drifts)
             )
         time.sleep(0.05)
-    for value in drifts:
-        recorder.record(value)
+    # Reported (not asserted again): where each player is once `within` is up.
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    at_deadline = DriftRecorder(recorder.stats, f"{recorder.case} · {within:g} s after a change")
+    for page in pages:
+        at_deadline.measure(page, observer)
+    _last_change[id(recorder)] = started
     return drifts
 
 
@@ -90,15 +96,22 @@ def assert_stays_in_sync(
     pages: list[Page], observer: RoomObserver, recorder: DriftRecorder, seconds: float = HOLD_S
 ) -> float:
     """Sample every page every SAMPLE_EVERY_S for `seconds`; each sample within the limit.
-    Returns the worst |drift| seen."""
+    The hold starts once the last change's CONVERGE_S window is over (a player may still be
+    landing its last seek inside it). Returns the worst |drift| seen."""
+    hold_from = _last_change.get(id(recorder), 0.0) + CONVERGE_S
+    while time.monotonic() < hold_from:
+        time.sleep(0.05)
+    playing = DriftRecorder(recorder.stats, f"{recorder.case} · while playing")
     worst = 0.0
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
     while time.monotonic() < deadline:
         for page in pages:
-            value = recorder.measure(page, observer)
+            value = playing.measure(page, observer)
             worst = max(worst, abs(value))
             assert abs(value) <= SYNC_LIMIT_S, (
-                f"{page.url}: drifted {value * 1000:+.0f} ms while playing"
+                f"page {pages.index(page) + 1} drifted {value * 1000:+.0f} ms while playing, "
+                f"{time.monotonic() - started:.1f} s into the hold"
             )
         time.sleep(SAMPLE_EVERY_S)
     return worst

@@ -166,6 +166,7 @@ def test_room_admins_change_roles_and_ban_from_the_member_list(synctv, new_page)
     wait_for(lambda: guest_page.inner_text(f"{member} .member-role") == "admin", 5, "the new role")
     guest_page.wait_for_selector("#chat-log.can-delete")  # `me`: an admin's powers, live
     admin_page.select_option(f"{member} .member-role-select", "member")
+    wait_for(lambda: guest_page.inner_text(f"{member} .member-role") == "member", 5, "the old role")
     admin_page.click(f"{member} .member-ban")
     admin_page.click(f"{member} .member-ban")  # confirm
 
