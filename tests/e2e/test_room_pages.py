@@ -245,3 +245,36 @@ def test_screenshot_of_a_room_with_two_viewers_a_playlist_and_chat(
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     ann.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_the_playlist_reorders_by_drag_and_removes_live_for_everyone(
+    synctv, media, media_server, new_page
+):
+    api = synctv.api
+    owner = api.signup()
+    room = api.create_room(owner)
+    movies = [
+        api.add_movie(owner, room["id"], f"{media_server}/{media.clip}?{title}", title)
+        for title in ("First", "Second", "Third")
+    ]
+    editor = open_room(new_page, synctv, room["id"], owner)
+    viewer = open_room(new_page, synctv, room["id"], api.guest("viewer"))
+    titles = "li.movie .movie-title"
+    assert viewer.locator(titles).all_inner_texts() == ["First", "Second", "Third"]
+    assert viewer.get_attribute("li.movie", "draggable") == "false"  # no edit_movie
+    assert viewer.is_disabled("li.movie .movie-remove")
+
+    editor.drag_and_drop(
+        f"li.movie[data-movie-id='{movies[2]['id']}']",
+        f"li.movie[data-movie-id='{movies[0]['id']}']",
+    )
+    wait_for(
+        lambda: viewer.locator(titles).all_inner_texts() == ["Third", "First", "Second"],
+        5,
+        "the new order on the other page",
+    )
+    editor.click(f"li.movie[data-movie-id='{movies[1]['id']}'] .movie-remove")
+    wait_for(
+        lambda: viewer.locator(titles).all_inner_texts() == ["Third", "First"], 5, "the removal"
+    )
+    assert [m["title"] for m in api.movies(owner, room["id"])["movies"]] == ["Third", "First"]
