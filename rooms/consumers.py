@@ -74,6 +74,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             config.websocket.abuse_max_errors, config.websocket.abuse_window_secs
         )
         self.last_activity = time.monotonic()
+        presence.use_event_loop(asyncio.get_running_loop())
         bind_log_context(
             room_id=self.room_id,
             connection_id=self.connection_id,

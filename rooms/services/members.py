@@ -12,7 +12,7 @@ from rooms.models import Membership, Presence
 from rooms.payloads import me_payload, member_payload, user_payload
 from rooms.permissions import ALL_PERMISSIONS, MemberStatus, Role, effective_permissions
 from rooms.services.events import member_group, publish, publish_close
-from rooms.services.presence import publish_presence
+from rooms.services.presence import request_presence
 from rooms.services.rooms import require_active_member, require_admin
 
 
@@ -96,7 +96,7 @@ def update_member(
                 group=member_group(room_id, target.user_id),
             )
         elif _standing(target) != before:
-            publish_presence(room_id)
+            request_presence(room_id)
             publish(
                 room_id,
                 {"type": "me", "me": me_payload(target)},

@@ -1,34 +1,59 @@
-"""Presence: which users have sockets open in a room, on any node (kept in the database)."""
+"""Presence: which users have sockets open in a room, on any node (kept in the database).
+
+A join or a leave does not send `presence` at once: it asks this process's
+`PresenceCoalescer`, which sends at most one frame per room per PRESENCE_INTERVAL_S, read
+from the database when it goes out (SPEC §4), so filling a room of N costs O(N) frames.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
+import time
 from typing import Any
 
-from django.db.models import Count
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.db.models import Count, Min
 
 from rooms.models import Membership, Presence
 from rooms.payloads import user_payload
 from rooms.services.events import publish
 
+logger = logging.getLogger(__name__)
+
+PRESENCE_INTERVAL_S = 0.5  # at most one `presence` frame per room per this (SPEC §4)
+ONLINE_LIMIT = 100  # `online` lists the first 100 users by join time; viewer_count is exact
+
 
 def online(room_id: str) -> tuple[list[dict[str, Any]], int]:
-    """`[{user, role, connections}]` and the viewer count (distinct users)."""
-    counts = dict(
+    """`[{user, role, connections}]` of the first ONLINE_LIMIT users by join time, and the
+    exact viewer count (distinct users)."""
+    rows = list(
         Presence.objects.filter(room_id=room_id)
         .values("user_id")
-        .annotate(n=Count("connection_id"))
-        .values_list("user_id", "n")
+        .annotate(n=Count("connection_id"), since=Min("connected_at"))
+        .order_by("since", "user_id")
     )
+    shown = rows[:ONLINE_LIMIT]
     # Only members are admitted to a socket, so every online user has a membership (a role).
-    memberships = Membership.objects.filter(
-        room_id=room_id, user_id__in=list(counts)
-    ).select_related("user__synctv_profile")
+    memberships = {
+        m.user_id: m
+        for m in Membership.objects.filter(
+            room_id=room_id, user_id__in=[row["user_id"] for row in shown]
+        ).select_related("user__synctv_profile")
+    }
     entries = [
-        {"user": user_payload(m.user), "role": m.role, "connections": counts[m.user_id]}
-        for m in memberships
+        {
+            "user": user_payload(memberships[row["user_id"]].user),
+            "role": memberships[row["user_id"]].role,
+            "connections": row["n"],
+        }
+        for row in shown
+        if row["user_id"] in memberships
     ]
-    entries.sort(key=lambda entry: entry["user"]["name"].lower())
-    return entries, len(entries)
+    return entries, len(rows)
 
 
 def publish_presence(room_id: str) -> None:
@@ -37,19 +62,85 @@ def publish_presence(room_id: str) -> None:
     publish(room_id, {"type": "presence", "online": entries, "viewer_count": viewers})
 
 
+class PresenceCoalescer:
+    """This process's `presence` sender, on its event loop: the first change of a quiet room
+    goes out at once, later ones within PRESENCE_INTERVAL_S are merged into one frame."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: set[str] = set()
+        self.last_sent: dict[str, float] = {}
+
+    @property
+    def usable(self) -> bool:
+        """Whether its loop still runs (a loop of a finished test or command does not)."""
+        return self.loop.is_running() and not self.loop.is_closed()
+
+    def request(self, room_id: str) -> None:
+        """Ask for a `presence` frame for the room; safe from any thread."""
+        # A fresh context: the caller's (a database thread's, with asgiref's executor state)
+        # must not leak into the task that sends, or asgiref sees a deadlock.
+        self.loop.call_soon_threadsafe(self._schedule, room_id, context=contextvars.Context())
+
+    def _schedule(self, room_id: str) -> None:
+        if room_id in self.pending:
+            return
+        self.pending.add(room_id)
+        due = self.last_sent.get(room_id, float("-inf")) + PRESENCE_INTERVAL_S
+        self.loop.call_later(max(0.0, due - time.monotonic()), self._fire, room_id)
+
+    def _fire(self, room_id: str) -> None:
+        self.loop.create_task(self._send(room_id))
+
+    async def _send(self, room_id: str) -> None:
+        # Changes made while this frame is read schedule the next one.
+        self.pending.discard(room_id)
+        self.last_sent[room_id] = time.monotonic()
+        self.loop.call_later(PRESENCE_INTERVAL_S, self._forget, room_id)
+        try:
+            await database_sync_to_async(publish_presence)(room_id)
+        except Exception:
+            logger.exception("presence could not be sent", extra={"room_id": room_id})
+
+    def _forget(self, room_id: str) -> None:
+        sent = self.last_sent.get(room_id)
+        if sent is not None and time.monotonic() - sent >= PRESENCE_INTERVAL_S:
+            del self.last_sent[room_id]
+
+
+_coalescer: PresenceCoalescer | None = None
+
+
+def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Send this process's presence frames from `loop` (the consumers' loop)."""
+    global _coalescer
+    if _coalescer is None or _coalescer.loop is not loop:
+        _coalescer = PresenceCoalescer(loop)
+
+
+def request_presence(room_id: str) -> None:
+    """A `presence` frame for the room, coalesced, once the current transaction commits;
+    sent at once where no consumer loop runs (workers, management commands)."""
+    coalescer = _coalescer
+    if coalescer is None or not coalescer.usable:
+        publish_presence(room_id)
+        return
+    transaction.on_commit(lambda: coalescer.request(room_id))
+
+
 def connect(connection_id: str, room_id: str, user_id: int, node_id: str) -> None:
     """Record an open socket and tell the room who is online."""
     Presence.objects.create(
         connection_id=connection_id, room_id=room_id, user_id=user_id, node_id=node_id
     )
-    publish_presence(room_id)
+    request_presence(room_id)
 
 
 def disconnect(connection_id: str, room_id: str) -> None:
     """Forget a closed socket and tell the room who is online."""
     deleted, _ = Presence.objects.filter(connection_id=connection_id).delete()
     if deleted:
-        publish_presence(room_id)
+        request_presence(room_id)
 
 
 def clear_node(node_id: str) -> int:
@@ -57,7 +148,7 @@ def clear_node(node_id: str) -> int:
     room_ids = set(Presence.objects.filter(node_id=node_id).values_list("room_id", flat=True))
     deleted, _ = Presence.objects.filter(node_id=node_id).delete()
     for room_id in room_ids:
-        publish_presence(room_id)
+        request_presence(room_id)
     return deleted
 
 

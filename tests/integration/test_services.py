@@ -630,8 +630,8 @@ def test_presence_entries_carry_each_users_role(room, owner, viewer):
     online, _ = presence.online(room.id)
 
     assert [(entry["user"]["username"], entry["role"]) for entry in online] == [
+        ("viewer", Role.MEMBER),  # by join time
         ("owner", Role.CREATOR),
-        ("viewer", Role.MEMBER),
     ]
     assert all(set(entry) == {"user", "role", "connections"} for entry in online)
 
