@@ -13,11 +13,13 @@ import time
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from cluster.connections import connection_manager
+from cluster.hub import OVERFLOW_MESSAGE_TYPE
 from monitoring.logging import bind_log_context
 from monitoring.metrics import EVENT_DELIVERY_DURATION
 from rooms import protocol
@@ -28,6 +30,9 @@ from rooms.payloads import now_ms
 from rooms.services import chat, playback, presence
 from rooms.services.events import (
     NODE_SOCKETS_GROUP,
+    ROOM_CLOSE,
+    ROOM_EVENT,
+    SERVER_SHUTDOWN,
     encode,
     error_frame,
     member_group,
@@ -41,6 +46,8 @@ logger = logging.getLogger(__name__)
 RECONNECT_MIN_MS = 500
 RECONNECT_MAX_MS = 3000
 PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
+# Layer messages whose handlers never touch the database (issue 7).
+LAYER_EVENTS = frozenset({ROOM_EVENT, ROOM_CLOSE, SERVER_SHUTDOWN, OVERFLOW_MESSAGE_TYPE})
 
 
 def _frame_size_over_limit(text_data: str | None, bytes_data: bytes | None) -> bool:
@@ -60,6 +67,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
     admitted = False
     closing = False
     watchdog: asyncio.Task | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Room events go straight to their handler; everything else through Channels.
+
+        Channels runs `aclose_old_connections()`, a hop onto the one database thread, before
+        every handler. Layer events never use the database, and on a busy node that hop made
+        every delivered frame queue behind other sockets' ORM work.
+        """
+        if message["type"] in LAYER_EVENTS:
+            handler = getattr(self, get_handler_name(message))
+            await handler(message)
+            return
+        await super().dispatch(message)
 
     async def connect(self) -> None:
         """Admit the socket (auth, membership, limits), then send the snapshot."""

@@ -580,3 +580,34 @@ async def test_two_sockets_of_one_user_count_as_one_viewer(sockets, room, owner,
         where=lambda f: any(entry["connections"] == 2 for entry in f["online"]),
     )
     assert event["viewer_count"] == 2
+
+
+# --- the database thread off the delivery path ---------------------------------------------
+
+
+async def test_room_events_reach_sockets_without_a_hop_to_the_database_thread(
+    sockets, room, owner, member, monkeypatch
+):
+    import channels.consumer
+
+    hops = []
+    real = channels.consumer.aclose_old_connections
+
+    async def counted():
+        hops.append(1)
+        await real()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    sender = await sockets.join(room.id, token=owner.token)
+    watcher = await sockets.join(room.id, token=member.token)
+    await sender.drain()
+    await watcher.drain()
+    hops.clear()
+
+    for n in range(5):
+        await sender.request({"type": "chat", "text": f"line {n}", "req_id": n})
+    for n in range(5):
+        await watcher.expect("chat", where=lambda f, n=n: f["message"]["text"] == f"line {n}")
+
+    # Only the five inbound frames went through Channels' dispatch; the ten deliveries did not.
+    assert len(hops) == 5
