@@ -11,9 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from rooms.models import Membership, Room
+from rooms.errors import ServiceError
+from rooms.models import Membership
 from rooms.payloads import user_payload
-from rooms.services.rooms import has_nul, room_settings
+from rooms.services import rooms
 
 
 def _visitor(request: HttpRequest) -> dict[str, Any] | None:
@@ -30,8 +31,9 @@ def lobby(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 def room_page(request: HttpRequest, room_id: str) -> HttpResponse:
     """`/r/{room_id}`: the room with its synced player, or a 404 page if there is none."""
-    room = None if has_nul(room_id) else Room.objects.filter(pk=room_id).first()
-    if room is None:
+    try:
+        room = rooms.get_room(room_id)
+    except ServiceError:
         return render(request, "room_not_found.html", {"room_id": room_id}, status=404)
     membership = (
         Membership.objects.filter(room=room, user=request.user).first()
@@ -48,7 +50,7 @@ def room_page(request: HttpRequest, room_id: str) -> HttpResponse:
             "id": room.id,
             "name": room.name,
             "has_password": bool(room.password),
-            "guests_allowed": room_settings(room).guests_allowed,
+            "guests_allowed": rooms.room_settings(room).guests_allowed,
         },
     }
     return render(request, "room.html", {"room": room, "page": page})

@@ -10,7 +10,7 @@ import { RoomConnection, renderConnectionState } from './connection.js';
 import { MembersPanel } from './members.js';
 import { SyncedPlayer } from './player.js';
 import { PlaylistPanel } from './playlist.js';
-import { mountSettingsPanel } from './settings.js';
+import { loadSettings, mountSettingsPanel } from './settings.js';
 import { formatClock } from './sync.js';
 
 const ADMIN_ROLES = new Set(['creator', 'admin']);
@@ -75,9 +75,10 @@ function openRoom() {
   $('room').hidden = false;
   $('conn-state').hidden = false;
   let online = null;
-  let me = null;
   const notify = (message) => toast(message);
+  const settings = loadSettings();
   const connection = new RoomConnection(room.id, {
+    settings,
     onSnapshot: (snapshot) => onSnapshot(snapshot),
     onFrame: (frame) => onFrame(frame),
     onState: (state, detail) => onState(state, detail),
@@ -85,7 +86,7 @@ function openRoom() {
   const player = new SyncedPlayer({
     connection,
     notify,
-    settings: connection.settings,
+    settings,
     elements: {
       video: $('player'), box: $('player-box'), empty: $('player-empty'),
       playToggle: $('play-toggle'), seekBar: $('seek-bar'), timeDisplay: $('time-display'),
@@ -95,13 +96,11 @@ function openRoom() {
       watchMuted: $('watch-muted'), unmuteBanner: $('unmute-banner'), unmute: $('unmute'),
     },
   });
-  const settings = mountSettingsPanel({
+  mountSettingsPanel({
     form: $('settings'), fields: $('settings-fields'), toggle: $('settings-toggle'),
-    reset: $('settings-reset'), close: $('settings-close'),
+    reset: $('settings-reset'), close: $('settings-close'), settings,
     onChange: (changed) => { connection.settings = changed; player.useSettings(changed); },
   });
-  connection.settings = settings;
-  player.useSettings(settings);
   const playlist = new PlaylistPanel({
     list: $('playlist'), empty: $('playlist-empty'), form: $('add-movie-form'), roomId: room.id, notify,
     onPlay: (movieId) => player.command({ type: 'set_movie', movie_id: movieId }),
@@ -114,8 +113,7 @@ function openRoom() {
 
   const movieMap = () => new Map(playlist.movies.map((movie) => [movie.id, movie]));
 
-  function setMe(next) {
-    me = next;
+  function setMe(me) {
     player.setPermissions(me.permissions);
     playlist.setPermissions(me.permissions);
     chat.setPermissions(me.permissions, ADMIN_ROLES.has(me.role));

@@ -16,8 +16,9 @@ export function loadSettings() {
   }
 }
 
-export function mountSettingsPanel({ form, fields, toggle, reset, close, onChange }) {
-  let current = loadSettings();
+/** The ⚙ panel, starting from `settings` (loadSettings()); `onChange` gets each new set. */
+export function mountSettingsPanel({ form, fields, toggle, reset, close, settings, onChange }) {
+  let current = settings;
   const save = (overrides) => {
     localStorage.setItem(STORAGE_KEY, JSON.stringify(overrides));
     current = mergeSettings(overrides);
@@ -48,5 +49,4 @@ export function mountSettingsPanel({ form, fields, toggle, reset, close, onChang
   toggle.addEventListener('click', () => { form.hidden = !form.hidden; if (!form.hidden) render(); });
   close.addEventListener('click', () => { form.hidden = true; });
   reset.addEventListener('click', () => { save({}); render(); });
-  return current;
 }
