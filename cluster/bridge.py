@@ -34,7 +34,6 @@ from monitoring.metrics import (
 
 logger = logging.getLogger(__name__)
 
-LOCAL_GROUP_PREFIX = "local."  # groups that never leave this node
 PUBLISH_TIMEOUT_SECS = 0.5  # a publish batch that takes longer means Redis is in trouble
 SUBSCRIBE_TIMEOUT_SECS = 2.0
 POLL_SECS = 0.5  # how long one read of the pub/sub connection waits
@@ -61,16 +60,6 @@ return redis.call('LLEN', KEYS[1])
 """
 
 Recovered = Callable[[set[str], int], Coroutine[Any, Any, None]]
-
-
-def room_of_group(group: str) -> str | None:
-    """The room a group belongs to: `room.<id>` and `member.<id>.<user>`."""
-    kind, _, rest = group.partition(".")
-    if kind == "room" and rest:
-        return rest
-    if kind == "member" and "." in rest:
-        return rest.split(".", 1)[0]
-    return None
 
 
 class RedisBridge:
@@ -139,11 +128,11 @@ class RedisBridge:
 
     # --- publishing -----------------------------------------------------------------
 
-    def publish_group(self, group: str, message: Message) -> None:
-        """Send a group message to the other nodes (never blocks; dropped while degraded)."""
-        if group.startswith(LOCAL_GROUP_PREFIX):
-            return
-        room_id = room_of_group(group)
+    def publish_group(self, group: str, message: Message, room_id: str | None) -> None:
+        """Send a group message to the other nodes: on its room's channel, or to every node.
+
+        Never blocks; dropped while degraded. The layer's routing function names the room.
+        """
         channel = (
             f"{self.prefix}room:{room_id}:events" if room_id is not None else self.broadcast_channel
         )

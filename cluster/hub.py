@@ -12,9 +12,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from cluster.fastlane import Sink
+
 OVERFLOW_MESSAGE_TYPE = "channel.overflow"
 
 Message = dict[str, Any]
+# A fast-lane message's ready WebSocket frame, or None for a message that takes the queue.
+FrameOf = Callable[[Message], bytes | None]
+# Told how many sockets of one fan-out got the frame through the fast lane.
+FastDelivered = Callable[[Message, int], None]
 
 
 class _ChannelQueue:
@@ -57,6 +63,8 @@ class LocalHub:
     """Groups → channel names, channel → bounded FIFO queue; all state of one event loop.
 
     Messages are handed over by reference, never copied: a message is immutable once sent.
+    A channel with a sink attached gets fast-lane messages (those `frame_of` frames) written
+    to the sink as one frame made once per fan-out, instead of queued (cluster/fastlane.py).
     """
 
     def __init__(
@@ -65,6 +73,8 @@ class LocalHub:
         expiry: float,
         group_expiry: float,
         clock: Callable[[], float] = time.monotonic,
+        frame_of: FrameOf | None = None,
+        on_fast_delivered: FastDelivered | None = None,
     ) -> None:
         self._capacity_for = capacity_for
         self._expiry = expiry
@@ -73,6 +83,9 @@ class LocalHub:
         self._queues: dict[str, _ChannelQueue] = {}
         self._groups: dict[str, dict[str, float]] = {}  # group → {channel: joined at}
         self._memberships: dict[str, set[str]] = {}  # channel → groups
+        self._sinks: dict[str, Sink] = {}  # channel → its socket's fast lane
+        self._frame_of = frame_of
+        self._on_fast_delivered = on_fast_delivered
         self._next_sweep = clock() + expiry
 
     def put(self, channel: str, message: Message) -> bool:
@@ -86,10 +99,12 @@ class LocalHub:
         return True
 
     def fan_out(self, group: str, message: Message) -> int:
-        """Queue the same message object for every member; return how many got it queued.
+        """Hand the same message to every member; return how many got it.
 
-        A full member is not an error: its backlog is replaced by one overflow notice and it
-        gets no group messages until it has received that notice.
+        Members with a sink get a fast-lane message as one frame, made once for all of them;
+        the others get the message object queued. A full member is not an error: its
+        backlog is replaced by one overflow notice and it gets no group messages until it
+        has received that notice.
         """
         members = self._groups.get(group)
         if not members:
@@ -97,12 +112,23 @@ class LocalHub:
         now = self._tick()
         joined_before = now - self._group_expiry
         deadline = now + self._expiry
+        sinks = self._sinks
+        frame: bytes | None = None
+        if sinks and self._frame_of is not None:
+            frame = self._frame_of(message)
         stale: list[str] = []
         delivered = 0
+        fast = 0
         for channel, joined_at in members.items():
             if joined_at < joined_before:
                 stale.append(channel)
                 continue
+            if frame is not None:
+                sink = sinks.get(channel)
+                if sink is not None:
+                    sink.write_frame(frame)
+                    fast += 1
+                    continue
             queue = self._queue(channel)
             if queue.overflowed:
                 continue
@@ -116,7 +142,17 @@ class LocalHub:
             delivered += 1
         for channel in stale:
             self.discard(group, channel)
-        return delivered
+        if fast and self._on_fast_delivered is not None:
+            self._on_fast_delivered(message, fast)
+        return delivered + fast
+
+    def attach_sink(self, channel: str, sink: Sink) -> None:
+        """From now on, fast-lane messages for `channel` are written to `sink`."""
+        self._sinks[channel] = sink
+
+    def detach_sink(self, channel: str) -> None:
+        """Back to queueing every message for `channel` (it is closing)."""
+        self._sinks.pop(channel, None)
 
     async def get(self, channel: str) -> Message:
         """Wait for the next unexpired message on a channel; cancelling it loses nothing."""
@@ -190,6 +226,7 @@ class LocalHub:
         self._queues.clear()
         self._groups.clear()
         self._memberships.clear()
+        self._sinks.clear()
         for queue in queues:
             # Each woken receiver finds nothing and re-waits on the channel's new queue.
             for waiter in queue.waiters:

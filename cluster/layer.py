@@ -6,24 +6,50 @@ RedisBridge per event loop also publishes every group message to the other nodes
 theirs to the local hub, carries sends to another node's channels, and keeps queue channels
 (names without `!`, such as `synctv.jobs`) in Redis lists so each message is received once
 across all nodes and workers.
+
+Where a group's messages go beyond this node is decided by one routing function (the
+`routing` option, a dotted path; rooms.services.events.route_group for SyncTV): never, on
+one room's Redis channel (only nodes with members of that room subscribe), or to every node.
+Sockets whose server offers a sink get fast-lane messages written straight to it
+(cluster/fastlane.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import weakref
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from django.utils.module_loading import import_string
 
-from cluster.bridge import RedisBridge, room_of_group
+from cluster.bridge import RedisBridge
+from cluster.fastlane import Sink, text_frame
 from cluster.hub import LocalHub, Message
 from cluster.redis_target import RedisTarget, parse_redis_url
+from monitoring.metrics import EVENT_DELIVERY_DURATION
 
 NODE_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class Route(NamedTuple):
+    """Where one group's messages go beyond this node."""
+
+    local_only: bool = False  # never published to other nodes
+    room: str | None = None  # published on this room's channel; else to every node
+
+
+BROADCAST = Route()
+LOCAL_ONLY = Route(local_only=True)
+
+
+def broadcast_everything(group: str) -> Route:
+    """The default routing: every group's messages reach every node."""
+    return BROADCAST
 
 
 class ClusterChannelLayer(BaseChannelLayer):
@@ -49,6 +75,8 @@ class ClusterChannelLayer(BaseChannelLayer):
         node_id: str = "",
         dedup_window_secs: float = 60,
         on_recovered: str = "",
+        routing: str = "",
+        fastlane_types: Iterable[str] = ("room.event",),
         **kwargs: Any,
     ) -> None:
         if capacity < 1:
@@ -70,6 +98,11 @@ class ClusterChannelLayer(BaseChannelLayer):
         self.node_token = "".join(c if c in NODE_TOKEN_CHARS else "_" for c in self.node_id)
         self.dedup_window_secs = dedup_window_secs
         self.on_recovered = on_recovered  # dotted path of `async def f(room_ids, since_ms)`
+        self.route: Callable[[str], Route] = (
+            import_string(routing) if routing else broadcast_everything
+        )
+        # Messages of these types carry their frame's JSON as `text`: the fast lane's kind.
+        self.fastlane_types = frozenset(fastlane_types)
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalHub] = (
             weakref.WeakKeyDictionary()
         )
@@ -87,8 +120,26 @@ class ClusterChannelLayer(BaseChannelLayer):
                 capacity_for=self.get_capacity,
                 expiry=self.expiry,
                 group_expiry=self.group_expiry,
+                frame_of=self._frame_of,
+                on_fast_delivered=_observe_fast_delivery,
             )
         return hub
+
+    def _frame_of(self, message: Message) -> bytes | None:
+        """The WebSocket frame of a fast-lane message; None for any other message."""
+        if message.get("type") not in self.fastlane_types:
+            return None
+        text = message.get("text")
+        return text_frame(text) if isinstance(text, str) else None
+
+    def attach_sink(self, channel: str, sink: Sink) -> None:
+        """Write this channel's fast-lane messages straight to its socket's sink."""
+        self.require_valid_channel_name(channel)
+        self.hub.attach_sink(channel, sink)
+
+    def detach_sink(self, channel: str) -> None:
+        """Queue this channel's fast-lane messages again, like any other (it is closing)."""
+        self.hub.detach_sink(channel)
 
     @property
     def bridge(self) -> RedisBridge | None:
@@ -154,7 +205,7 @@ class ClusterChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         created = self.hub.add(group, channel)
-        room_id = room_of_group(group)
+        room_id = self.route(group).room
         bridge = self.bridge
         if created and room_id is not None and bridge is not None:
             await bridge.watch(room_id)
@@ -164,7 +215,7 @@ class ClusterChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         dropped = self.hub.discard(group, channel)
-        room_id = room_of_group(group)
+        room_id = self.route(group).room
         bridge = self.bridge
         if dropped and room_id is not None and bridge is not None:
             await bridge.unwatch(room_id)
@@ -179,7 +230,9 @@ class ClusterChannelLayer(BaseChannelLayer):
         self.hub.fan_out(group, message)
         bridge = self.bridge
         if bridge is not None:
-            bridge.publish_group(group, message)
+            route = self.route(group)
+            if not route.local_only:
+                bridge.publish_group(group, message, route.room)
 
     def deliver_locally(self, group: str, message: Message) -> None:
         """Hand a message to this node's members of a group only (resync after an outage)."""
@@ -198,6 +251,13 @@ class ClusterChannelLayer(BaseChannelLayer):
         bridge = self._bridges.pop(loop, None)
         if bridge is not None:
             await bridge.close()
+
+
+def _observe_fast_delivery(message: Message, count: int) -> None:
+    """One delivery-time observation per fan-out: the frame reached its sockets together."""
+    published_at = message.get("published_at")
+    if isinstance(published_at, int | float):
+        EVENT_DELIVERY_DURATION.observe(max(0.0, time.time() - published_at))
 
 
 def require_valid_message(message: Any) -> None:

@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from cluster.connections import connection_manager
+from cluster.fastlane import SCOPE_KEY, Sink
 from cluster.hub import OVERFLOW_MESSAGE_TYPE
 from monitoring.logging import bind_log_context
 from monitoring.metrics import EVENT_DELIVERY_DURATION
@@ -67,6 +68,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     admitted = False
     closing = False
     watchdog: asyncio.Task | None = None
+    sink: Sink | None = None  # the fast lane to this socket, when the server offers one
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Room events go straight to their handler; everything else through Channels.
@@ -123,12 +125,23 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
             return
         self.admitted = True
+        self._attach_fast_lane()
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
         snapshot = await database_sync_to_async(self._join)(room, membership)
         await self.send(text_data=encode(snapshot))
+        if self.sink is not None:
+            self.sink.release()  # room events since group_add follow the snapshot
         self.watchdog = asyncio.create_task(self._watch_timeouts())
         logger.info("socket joined room")
+
+    def _attach_fast_lane(self) -> None:
+        """Room events to be written straight to this socket, when server and layer can."""
+        sink = (self.scope.get("extensions") or {}).get(SCOPE_KEY)
+        attach = getattr(self.channel_layer, "attach_sink", None)
+        if sink is not None and attach is not None and settings.SYNCTV.websocket.fast_lane:
+            self.sink = sink
+            attach(self.channel_name, sink)
 
     def _groups(self) -> list[str]:
         return [
@@ -156,6 +169,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         self.admitted = False
         connection_manager().release(str(self.user.id), self.room_id)
+        if self.sink is not None:
+            self.channel_layer.detach_sink(self.channel_name)
         for group in self._groups():
             await self.channel_layer.group_discard(group, self.channel_name)
         await database_sync_to_async(presence.disconnect)(self.connection_id, self.room_id)

@@ -130,6 +130,13 @@ class WebSocketConfig(Section):
     abuse_max_errors: int = Field(50, ge=1)
     abuse_window_secs: int = Field(60, ge=1)
     send_queue_capacity: int = Field(200, ge=1)
+    # The fan-out fast lane (docs/performance.md); false sends every frame through Channels.
+    fast_lane: bool = True
+    # A socket's outgoing bytes: its transport buffers up to transport_buffer_bytes (the high
+    # water mark: beyond it the socket's own backlog holds frames until the transport has
+    # drained); a backlog over send_backlog_bytes closes the socket with 1013 (slow client).
+    transport_buffer_bytes: int = Field(64 << 10, ge=1024)
+    send_backlog_bytes: int = Field(1 << 20, ge=1024)
     chat_history: int = Field(50, ge=0, le=500)
 
 

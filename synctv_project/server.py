@@ -4,6 +4,10 @@
   reason, and autobahn refuses 1008/1009/1012/1013; SPEC §4 wants 4029 to say which limit
   refused the socket);
 - a frame over 64 KiB is answered with a 1009 close instead of a dropped connection;
+- each room socket gets a sink in its scope (`scope["extensions"]["synctv.fastlane"]`): the
+  channel layer writes room events to it as ready frames, the consumer's own frames go
+  through it too (in order), and a client that cannot keep up is closed with 1013 once its
+  backlog passes the byte budget (synctv_project/sinks.py, docs/performance.md);
 - SIGTERM/SIGINT drain the node: /ready turns 503, every socket gets `shutdown` and a
   1012 close, and the process waits up to `cluster.shutdown_grace_secs` for them to go;
 - after the reactor stops, database calls that cancelled consumers had started are let
@@ -34,12 +38,14 @@ from django.conf import settings
 
 from cluster import registry as registry_module
 from cluster.connections import connection_manager
+from cluster.fastlane import OPCODE_BINARY, SCOPE_KEY, text_frame, websocket_frame
 from cluster.registry import NodeRegistry
 from monitoring.health import mark_draining
 from rooms import jobs
 from rooms.codes import MAX_FRAME_BYTES
 from rooms.services import presence
 from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
+from synctv_project.sinks import SocketSink
 
 logger = logging.getLogger("synctv.server")
 
@@ -56,20 +62,44 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
     send and SPEC §4 uses; the close frame itself is written here instead.
     """
 
+    sink: SocketSink | None = None
+
+    def onOpen(self) -> None:
+        """The handshake is done: the sink starts measuring the transport."""
+        super().onOpen()
+        if self.sink is not None:
+            self.sink.attach(settings.SYNCTV.websocket.transport_buffer_bytes)
+
     def handle_reply(self, message: dict[str, Any]) -> None:
         """Send `websocket.close` with its code and reason; everything else as daphne does."""
-        if message.get("type") == "websocket.send" and self.state != self.STATE_OPEN:
+        kind = message.get("type")
+        if kind == "websocket.send" and self.state != self.STATE_OPEN:
             # The client went away while an event was on its way: daphne would raise into
             # the consumer, which then never runs its disconnect (ghost presence, lost slot).
             return
-        if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN:
+        if kind == "websocket.send" and self.sink is not None:
+            text, data = message.get("text"), message.get("bytes")
+            if text is not None and data is not None:
+                raise ValueError("a websocket.send message has both bytes and text")
+            if text is not None:
+                self.sink.send(text_frame(text))
+            elif data is not None:
+                self.sink.send(websocket_frame(data, OPCODE_BINARY))
+            return
+        if kind == "websocket.close" and self.state == self.STATE_OPEN:
             reason = str(message.get("reason") or "").encode()[:REASON_MAX_BYTES]
             code = message.get("code") or 1000
-            self.sendCloseFrame(
-                code=code, reasonUtf8=reason.decode(errors="ignore").encode() or None
-            )
+            close = partial(self._send_close, code, reason.decode(errors="ignore").encode())
+            if self.sink is not None:
+                self.sink.then(close)  # after the frames the consumer sent before it
+            else:
+                close()
             return
         super().handle_reply(message)
+
+    def _send_close(self, code: int, reason: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason or None)
 
 
 class SyncTVServer(Server):
@@ -93,6 +123,15 @@ class SyncTVServer(Server):
         self.draining = False
         self.registry: NodeRegistry | None = None
         self.background_tasks: list[asyncio.Task[None]] = []
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        """Daphne's, plus a sink in the scope of every WebSocket (the consumer may use it as
+        its fast lane; its byte budget holds either way)."""
+        if scope.get("type") == "websocket":
+            sink = SocketSink(protocol, settings.SYNCTV.websocket.send_backlog_bytes)
+            protocol.sink = sink
+            scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: sink}
+        return super().create_application(protocol, scope)
 
     def _ready(self) -> None:
         # Runs once daphne's factories exist, before any connection is accepted.

@@ -106,6 +106,7 @@ CHANNEL_LAYERS = {
             "node_id": SYNCTV_NODE_ID,
             "dedup_window_secs": SYNCTV.cluster.dedup_window_secs,
             "on_recovered": "rooms.resync.resync_rooms",
+            "routing": "rooms.services.events.route_group",
         },
     }
 }

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from cluster.layer import BROADCAST, LOCAL_ONLY, Route
 from monitoring.metrics import EVENT_PUBLISH_DURATION, count_published
 from rooms.codes import CLOSE_ERROR, CloseCode
 
@@ -18,8 +19,10 @@ ROOM_EVENT = "room.event"
 ROOM_CLOSE = "room.close"
 SERVER_SHUTDOWN = "server.shutdown"
 
-# Every socket of this node (never published to other nodes): the shutdown notice.
-NODE_SOCKETS_GROUP = "local.sockets"
+# Groups named `local.*` never leave this node.
+LOCAL_GROUP_PREFIX = "local."
+# Every socket of this node: the shutdown notice.
+NODE_SOCKETS_GROUP = f"{LOCAL_GROUP_PREFIX}sockets"
 
 
 def room_group(room_id: str) -> str:
@@ -30,6 +33,23 @@ def room_group(room_id: str) -> str:
 def member_group(room_id: str, user_id: int) -> str:
     """Every connection of one user in one room (kicks, bans)."""
     return f"member.{room_id}.{user_id}"
+
+
+def route_group(group: str) -> Route:
+    """The channel layer's routing function (its `routing` option) for the groups above.
+
+    `local.*` stays on this node; `room.<id>` and `member.<id>.<user>` travel on room <id>'s
+    Redis channel, which only nodes with members of that room subscribe to; anything else
+    goes to every node.
+    """
+    if group.startswith(LOCAL_GROUP_PREFIX):
+        return LOCAL_ONLY
+    kind, _, rest = group.partition(".")
+    if kind == "room" and rest:
+        return Route(room=rest)
+    if kind == "member" and "." in rest:
+        return Route(room=rest.split(".", 1)[0])
+    return BROADCAST
 
 
 def encode(frame: dict[str, Any]) -> str:
