@@ -75,6 +75,10 @@ TEMPLATES = [
 ]
 
 
+# PostgreSQL connections one node may hold at most (docs/performance.md).
+DATABASE_POOL_SIZE = 20
+
+
 def _database(url: str) -> dict:
     """Django's DATABASES entry for the configured URL, with django-prometheus's backends."""
     database = environ.Env.db_url_config(url)
@@ -85,9 +89,13 @@ def _database(url: str) -> dict:
         database["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
     else:
         database["ENGINE"] = "django_prometheus.db.backends.postgresql"
-        database["CONN_MAX_AGE"] = 60
-        database["CONN_HEALTH_CHECKS"] = True
-        database.setdefault("OPTIONS", {})["connect_timeout"] = 5
+        # A pool, not persistent connections: under ASGI every request runs in a thread of
+        # its own context, and with CONN_MAX_AGE each of them kept a connection open, so a
+        # burst of requests (a watch party's guests signing in) exhausted max_connections.
+        # The pool bounds a node's connections; a request waits for one instead.
+        options = database.setdefault("OPTIONS", {})
+        options["connect_timeout"] = 5
+        options["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}
     return database
 
 

@@ -39,6 +39,8 @@ POLL_SECS = 0.1
 # How long a second receiver is watched for a duplicate (longer than one BRPOP round).
 QUIET_SECS = 1.5
 QUEUE_CHANNEL = "synctv.test-queue"
+# The channel layer option SyncTV sets (synctv_project/settings.py): room groups on room channels.
+ROOM_ROUTING = "rooms.services.events.route_group"
 
 
 def fresh_prefix() -> str:
@@ -105,7 +107,8 @@ async def seek_seen_across(socket_a, socket_b, position: float, req_id: str) -> 
 
 @pytest.fixture
 async def make_layer():
-    """Build cluster-mode layers (connected); each is closed after the test.
+    """Build cluster-mode layers (connected, routing room groups like SyncTV); each is closed
+    after the test.
 
     Request it after the Redis fixture, so the layers close before Redis stops.
     """
@@ -113,7 +116,11 @@ async def make_layer():
 
     async def make(url: str, prefix: str, node_id: str, cluster_mode: bool = False):
         layer = ClusterChannelLayer(
-            redis_url=url, redis_cluster=cluster_mode, key_prefix=prefix, node_id=node_id
+            redis_url=url,
+            redis_cluster=cluster_mode,
+            key_prefix=prefix,
+            node_id=node_id,
+            routing=ROOM_ROUTING,
         )
         made.append(layer)
         async with asyncio.timeout(CONNECT_DEADLINE):

@@ -1,0 +1,103 @@
+"""The fast lane's pieces without a server: framing, the hub's sinks, the routing function."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.fastlane import OPCODE_BINARY, text_frame, websocket_frame
+from cluster.hub import LocalHub
+from cluster.layer import BROADCAST, LOCAL_ONLY, ClusterChannelLayer, Route
+from rooms.services.events import NODE_SOCKETS_GROUP, member_group, room_group, route_group
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("size", "header"),
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+    ],
+)
+def test_text_frames_are_final_unmasked_with_the_shortest_length(size, header):
+    frame = text_frame("a" * size)
+
+    assert frame[: len(header)] == header
+    assert frame[len(header) :] == b"a" * size
+
+
+def test_a_payload_of_64_kib_or_more_has_an_eight_byte_length():
+    frame = websocket_frame(b"\x00" * 65536, OPCODE_BINARY)
+
+    assert frame[:10] == b"\x82\x7f" + (65536).to_bytes(8, "big")
+    assert len(frame) == 10 + 65536
+
+
+def make_hub() -> LocalHub:
+    layer = ClusterChannelLayer()
+    return LocalHub(
+        capacity_for=lambda channel: 10,
+        expiry=60,
+        group_expiry=86400,
+        frame_of=layer._frame_of,
+    )
+
+
+def test_a_member_with_a_sink_gets_the_frame_made_once_and_nothing_queued():
+    hub = make_hub()
+    first, second = RecordingSink(), RecordingSink()
+    for name, sink in (("a!x", first), ("b!x", second)):
+        hub.add("room.r", name)
+        hub.attach_sink(name, sink)
+    hub.add("room.r", "c!x")  # no sink: the Channels path
+
+    delivered = hub.fan_out("room.r", {"type": "room.event", "text": '{"type":"chat"}'})
+
+    assert delivered == 3
+    assert first.frames == [text_frame('{"type":"chat"}')]
+    assert first.frames[0] is second.frames[0]  # one frame object for every socket
+    assert hub.has_waiting_receivers("a!x") is False
+    assert hub._queues.get("a!x") is None or not hub._queues["a!x"].entries
+    assert len(hub._queues["c!x"].entries) == 1
+
+
+def test_control_messages_still_take_the_queue_and_a_detached_sink_gets_nothing():
+    hub = make_hub()
+    sink = RecordingSink()
+    hub.add("room.r", "a!x")
+    hub.attach_sink("a!x", sink)
+
+    hub.fan_out("room.r", {"type": "room.close", "texts": [], "code": 4004})
+    hub.detach_sink("a!x")
+    hub.fan_out("room.r", {"type": "room.event", "text": "{}"})
+
+    assert sink.frames == []
+    assert [entry[1]["type"] for entry in hub._queues["a!x"].entries] == [
+        "room.close",
+        "room.event",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("group", "route"),
+    [
+        (room_group("r1"), Route(room="r1")),
+        (member_group("r1", 7), Route(room="r1")),
+        (NODE_SOCKETS_GROUP, LOCAL_ONLY),
+        ("staff.everyone", BROADCAST),
+        ("room.", BROADCAST),
+    ],
+)
+def test_the_routing_function_names_the_room_of_room_and_member_groups(group, route):
+    assert route_group(group) == route
