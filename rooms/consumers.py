@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -25,6 +24,7 @@ from monitoring.logging import bind_log_context
 from monitoring.metrics import EVENT_DELIVERY_DURATION
 from rooms import protocol
 from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
+from rooms.db import database_call
 from rooms.errors import ServiceError
 from rooms.flood import ErrorWindow, TokenBucket
 from rooms.payloads import now_ms
@@ -109,7 +109,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            room, membership = await database_sync_to_async(admit_socket)(self.user, self.room_id)
+            room, membership = await database_call(admit_socket)(self.user, self.room_id)
         except ServiceError as exc:
             code = (
                 CloseCode.ROOM_NOT_FOUND
@@ -128,7 +128,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self._attach_fast_lane()
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
-        snapshot = await database_sync_to_async(self._join)(room, membership)
+        snapshot = await database_call(self._join)(room, membership)
         await self.send(text_data=encode(snapshot))
         if self.sink is not None:
             self.sink.release()  # room events since group_add follow the snapshot
@@ -173,7 +173,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             self.channel_layer.detach_sink(self.channel_name)
         for group in self._groups():
             await self.channel_layer.group_discard(group, self.channel_name)
-        await database_sync_to_async(presence.disconnect)(self.connection_id, self.room_id)
+        await database_call(presence.disconnect)(self.connection_id, self.room_id)
         logger.info("socket left room", extra={"close_code": code})
 
     async def close_with(self, code: CloseCode, message: str, reason: str | None = None) -> None:
@@ -242,16 +242,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 message.req_id,
             )
         elif kind == "sync":
-            state = await database_sync_to_async(playback.current)(self.room_id)
+            state = await database_call(playback.current)(self.room_id)
             await self.reply({"type": "playback", "playback": state, "by": None}, message.req_id)
         elif kind in PLAYBACK_COMMANDS:
             fields = message.model_dump(exclude={"type", "req_id"})
-            state = await database_sync_to_async(playback.change_playback)(
+            state = await database_call(playback.change_playback)(
                 self.user, self.room_id, kind, **fields
             )
             await self.reply({"type": "ack", "version": state["version"]}, message.req_id)
         elif kind == "chat":
-            await database_sync_to_async(chat.send_chat)(self.user, self.room_id, message.text)
+            await database_call(chat.send_chat)(self.user, self.room_id, message.text)
             await self.reply({"type": "ack"}, message.req_id)
 
     async def reply(self, frame: dict[str, Any], req_id: Any) -> None:

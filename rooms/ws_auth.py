@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from rooms.codes import CloseCode
+from rooms.db import database_call
 from rooms.services.accounts import user_for_token
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -69,7 +69,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [""])[0]
         if token:
-            user = await database_sync_to_async(user_for_token)(token)
+            user = await database_call(user_for_token)(token)
             if user is not None:
                 scope = dict(scope, user=user)
             else:

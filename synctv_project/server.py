@@ -41,7 +41,7 @@ from cluster.connections import connection_manager
 from cluster.fastlane import OPCODE_BINARY, SCOPE_KEY, text_frame, websocket_frame
 from cluster.registry import NodeRegistry
 from monitoring.health import mark_draining
-from rooms import jobs
+from rooms import db, jobs
 from rooms.codes import MAX_FRAME_BYTES
 from rooms.services import presence
 from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
@@ -241,6 +241,7 @@ def _finish_worker_threads(timeout: float) -> bool:
                 await asyncio.gather(*(asyncio.wrap_future(pool.submit(int)) for pool in executors))
                 if not _other_tasks():
                     break
+            await asyncio.to_thread(db.shutdown)  # the room sockets' database threads
             await loop.shutdown_default_executor()
 
     try:

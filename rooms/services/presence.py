@@ -13,12 +13,11 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import Count, Min
 
+from rooms.db import database_call
 from rooms.models import Membership, Presence
-from rooms.payloads import user_payload
 from rooms.services.events import publish
 
 logger = logging.getLogger(__name__)
@@ -29,31 +28,53 @@ ONLINE_LIMIT = 100  # `online` lists the first 100 users by join time; viewer_co
 
 def online(room_id: str) -> tuple[list[dict[str, Any]], int]:
     """`[{user, role, connections}]` of the first ONLINE_LIMIT users by join time, and the
-    exact viewer count (distinct users)."""
-    rows = list(
-        Presence.objects.filter(room_id=room_id)
-        .values("user_id")
+    exact viewer count (distinct users).
+
+    Three small queries, whatever the room's size: the count, the first users (limited in
+    SQL) and their memberships as plain rows. A join reads this for its snapshot, so it
+    must not grow with the room (issue 7: a watch party of 2,000).
+    """
+    present = Presence.objects.filter(room_id=room_id)
+    viewers = present.values("user_id").distinct().count()
+    shown = list(
+        present.values("user_id")
         .annotate(n=Count("connection_id"), since=Min("connected_at"))
-        .order_by("since", "user_id")
+        .order_by("since", "user_id")[:ONLINE_LIMIT]
     )
-    shown = rows[:ONLINE_LIMIT]
     # Only members are admitted to a socket, so every online user has a membership (a role).
-    memberships = {
-        m.user_id: m
-        for m in Membership.objects.filter(
+    members = {
+        row["user_id"]: row
+        for row in Membership.objects.filter(
             room_id=room_id, user_id__in=[row["user_id"] for row in shown]
-        ).select_related("user__synctv_profile")
+        ).values(
+            "user_id",
+            "role",
+            "user__username",
+            "user__synctv_profile__display_name",
+            "user__synctv_profile__is_guest",
+        )
     }
     entries = [
         {
-            "user": user_payload(memberships[row["user_id"]].user),
-            "role": memberships[row["user_id"]].role,
+            "user": _user_of(members[row["user_id"]]),
+            "role": members[row["user_id"]]["role"],
             "connections": row["n"],
         }
         for row in shown
-        if row["user_id"] in memberships
+        if row["user_id"] in members
     ]
-    return entries, len(rows)
+    return entries, viewers
+
+
+def _user_of(row: Any) -> dict[str, Any]:
+    """rooms.payloads.user_payload, from a membership row of `online()`."""
+    name = row["user__synctv_profile__display_name"]
+    return {
+        "id": row["user_id"],
+        "username": row["user__username"],
+        "name": name if name is not None else row["user__username"],
+        "is_guest": bool(row["user__synctv_profile__is_guest"]),
+    }
 
 
 def publish_presence(room_id: str) -> None:
@@ -98,7 +119,7 @@ class PresenceCoalescer:
         self.last_sent[room_id] = time.monotonic()
         self.loop.call_later(PRESENCE_INTERVAL_S, self._forget, room_id)
         try:
-            await database_sync_to_async(publish_presence)(room_id)
+            await database_call(publish_presence)(room_id)
         except Exception:
             logger.exception("presence could not be sent", extra={"room_id": room_id})
 
