@@ -13,7 +13,7 @@ APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client chromi
 NODE_STAMP := node_modules/.synctv-npm-ci
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/synctv
 
-.PHONY: run test lint format deps services clean bench e2e
+.PHONY: run test lint format deps services clean bench bench-smoke e2e
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,8 +62,14 @@ test: services lint $(NODE_STAMP)
 e2e: $(VENV)/.dev services $(NODE_STAMP)
 	$(PY) -m pytest -m e2e tests/e2e
 
+# The benchmark harness (bench/README.md): server on CPU 0, load generator on CPU 1; tables
+# on stdout, JSON and a PNG in bench/results/. `bench` runs all five scenarios (under 15
+# minutes), `bench-smoke` a small scenario (a) (under 3 minutes).
 bench: $(VENV)/.dev services
-	$(PY) bench/seek_latency.py
+	$(PY) bench/harness.py
+
+bench-smoke: $(VENV)/.dev services
+	$(PY) bench/harness.py --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules

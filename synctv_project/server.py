@@ -51,6 +51,10 @@ logger = logging.getLogger("synctv.server")
 
 # A close frame's payload is at most 125 bytes, two of them the code.
 REASON_MAX_BYTES = 123
+# Connections the kernel queues before they are accepted. Daphne's default (Twisted's 50)
+# overflowed under a watch party's join storm: the dropped handshakes waited for TCP's 1 s
+# and 3 s retransmits (bench/README.md, scenario d). The kernel caps it at somaxconn.
+LISTEN_BACKLOG = 4096
 # How long, after daphne stops, the database calls of cancelled consumers may take to finish.
 WORKER_FINISH_SECS = 10.0
 
@@ -86,6 +90,8 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
             elif data is not None:
                 self.sink.send(websocket_frame(data, OPCODE_BINARY))
             return
+        if kind == "websocket.close" and self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):
+            return  # already closing (a slow client's 1013, the peer's close): nothing to send
         if kind == "websocket.close" and self.state == self.STATE_OPEN:
             reason = str(message.get("reason") or "").encode()[:REASON_MAX_BYTES]
             code = message.get("code") or 1000
@@ -108,7 +114,10 @@ class SyncTVServer(Server):
     def __init__(self, application: Any, host: str, port: int, grace_secs: float) -> None:
         super().__init__(
             application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
+            endpoints=[
+                f"{endpoint}:backlog={LISTEN_BACKLOG}"
+                for endpoint in build_endpoint_description_strings(host=host, port=port)
+            ],
             signal_handlers=False,  # ours drain first (see _on_signal)
             websocket_timeout=-1,  # max duration is enforced by the consumer (close 4010)
             websocket_max_message_size=MAX_FRAME_BYTES,

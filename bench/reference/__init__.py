@@ -1,0 +1,1 @@
+"""Reference servers the benchmark harness measures SyncTV against (bench/README.md)."""

@@ -1,0 +1,3 @@
+"""No HTTP views: the reference serves only its room sockets."""
+
+urlpatterns: list[object] = []
