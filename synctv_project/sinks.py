@@ -158,7 +158,8 @@ class SocketSink:
         while fanning out (py-spy). An idle socket takes the frame in one `send()`.
         """
         transport = self.transport
-        if not transport.dataBuffer and not transport._tempDataLen and self.direct:
+        # `direct` first: only a plain TCP transport has the buffers asked about next.
+        if self.direct and not transport.dataBuffer and not transport._tempDataLen:
             try:
                 sent = transport.socket.send(frame)
             except (BlockingIOError, InterruptedError):
