@@ -19,11 +19,23 @@ def user_payload(user: Any) -> dict[str, Any] | None:
     if user is None:
         return None
     profile = getattr(user, "synctv_profile", None)
+    return user_fields(
+        user.id,
+        user.username,
+        profile.display_name if profile else None,
+        bool(profile and profile.is_guest),
+    )
+
+
+def user_fields(
+    user_id: int, username: str, display_name: str | None, is_guest: bool | None
+) -> dict[str, Any]:
+    """`user_payload` from plain values (rows read with `.values()`); no profile: None."""
     return {
-        "id": user.id,
-        "username": user.username,
-        "name": profile.display_name if profile else user.username,
-        "is_guest": bool(profile and profile.is_guest),
+        "id": user_id,
+        "username": username,
+        "name": display_name if display_name is not None else username,
+        "is_guest": bool(is_guest),
     }
 
 

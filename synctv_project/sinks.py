@@ -89,9 +89,7 @@ class SocketSink:
         if self.closed:
             return
         held.append(frame)
-        self.backlog_bytes += len(frame)
-        if self.backlog_bytes > self.backlog_limit:
-            self._too_slow()
+        self._charge(len(frame))
 
     def release(self) -> None:
         """The consumer sent its snapshot: write the held fast-lane frames, then go direct."""
@@ -111,9 +109,7 @@ class SocketSink:
             if backlog is None:
                 backlog = self.backlog = deque()
             backlog.append(frame)
-            self.backlog_bytes += len(frame)
-            if self.backlog_bytes > self.backlog_limit:
-                self._too_slow()
+            self._charge(len(frame))
             return
         self._write(frame)
 
@@ -170,6 +166,12 @@ class SocketSink:
                 return
             frame = frame[sent:]
         transport.write(frame)
+
+    def _charge(self, size: int) -> None:
+        """Count `size` more bytes waiting (held or in the backlog); over budget: 1013."""
+        self.backlog_bytes += size
+        if self.backlog_bytes > self.backlog_limit:
+            self._too_slow()
 
     def _open(self) -> bool:
         return bool(self.protocol.state == self.protocol.STATE_OPEN)

@@ -18,6 +18,7 @@ from django.db.models import Count, Min
 
 from rooms.db import database_call
 from rooms.models import Membership, Presence
+from rooms.payloads import user_fields
 from rooms.services.events import publish
 
 logger = logging.getLogger(__name__)
@@ -67,14 +68,13 @@ def online(room_id: str) -> tuple[list[dict[str, Any]], int]:
 
 
 def _user_of(row: Any) -> dict[str, Any]:
-    """rooms.payloads.user_payload, from a membership row of `online()`."""
-    name = row["user__synctv_profile__display_name"]
-    return {
-        "id": row["user_id"],
-        "username": row["user__username"],
-        "name": name if name is not None else row["user__username"],
-        "is_guest": bool(row["user__synctv_profile__is_guest"]),
-    }
+    """The `user` of an online entry, from a membership row of `online()`."""
+    return user_fields(
+        row["user_id"],
+        row["user__username"],
+        row["user__synctv_profile__display_name"],
+        row["user__synctv_profile__is_guest"],
+    )
 
 
 def publish_presence(room_id: str) -> None:
