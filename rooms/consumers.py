@@ -19,36 +19,30 @@ from django.conf import settings
 
 from cluster.connections import connection_manager
 from cluster.fastlane import SCOPE_KEY, Sink
-from cluster.hub import OVERFLOW_MESSAGE_TYPE
 from monitoring.logging import bind_log_context
 from monitoring.metrics import EVENT_DELIVERY_DURATION
-from rooms import protocol
+from rooms import joins, protocol
 from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
 from rooms.db import database_call
 from rooms.errors import ServiceError
 from rooms.flood import ErrorWindow, TokenBucket
-from rooms.payloads import now_ms
+from rooms.payloads import me_payload, now_ms
 from rooms.services import chat, playback, presence
 from rooms.services.events import (
     NODE_SOCKETS_GROUP,
-    ROOM_CLOSE,
-    ROOM_EVENT,
-    SERVER_SHUTDOWN,
     encode,
     error_frame,
     member_group,
     room_group,
 )
-from rooms.services.rooms import admit_socket
-from rooms.services.snapshot import build_snapshot
+from rooms.services.snapshot import snapshot_text
+from rooms.ws_auth import socket_admission
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_MIN_MS = 500
 RECONNECT_MAX_MS = 3000
 PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
-# Layer messages whose handlers never touch the database (issue 7).
-LAYER_EVENTS = frozenset({ROOM_EVENT, ROOM_CLOSE, SERVER_SHUTDOWN, OVERFLOW_MESSAGE_TYPE})
 
 
 def _frame_size_over_limit(text_data: str | None, bytes_data: bytes | None) -> bool:
@@ -71,24 +65,25 @@ class RoomConsumer(AsyncWebsocketConsumer):
     sink: Sink | None = None  # the fast lane to this socket, when the server offers one
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Room events go straight to their handler; everything else through Channels.
+        """Call the message's handler, without Channels' `aclose_old_connections()` first.
 
-        Channels runs `aclose_old_connections()`, a hop onto the one database thread, before
-        every handler. Layer events never use the database, and on a busy node that hop made
-        every delivered frame queue behind other sockets' ORM work.
+        Channels hops onto its one thread-sensitive database thread before every handler to
+        close stale connections there. This consumer never uses that thread: its database
+        calls run on rooms.db's threads, which close or hand back their connection around
+        each call. On a busy node that hop made every delivered frame, and every join, queue
+        behind other sockets' ORM work (issue 7).
         """
-        if message["type"] in LAYER_EVENTS:
-            handler = getattr(self, get_handler_name(message))
-            await handler(message)
-            return
-        await super().dispatch(message)
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']!r}")
+        await handler(message)
 
     async def connect(self) -> None:
         """Admit the socket (auth, membership, limits), then send the snapshot."""
         config = settings.SYNCTV
         self.room_id = self.scope["url_route"]["kwargs"]["room_id"]
         self.connection_id = uuid.uuid4().hex
-        self.user = self.scope.get("user")
+        self.user = None
         self.bucket = TokenBucket(
             config.websocket.rate_limit_per_sec, config.websocket.rate_limit_burst
         )
@@ -97,19 +92,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
         self.last_activity = time.monotonic()
         presence.use_event_loop(asyncio.get_running_loop())
-        bind_log_context(
-            room_id=self.room_id,
-            connection_id=self.connection_id,
-            user_id=getattr(self.user, "id", None),
-        )
+        bind_log_context(room_id=self.room_id, connection_id=self.connection_id)
         await self.accept()
-        if self.user is None or not self.user.is_authenticated:
-            await self.close_with(
-                CloseCode.NOT_AUTHENTICATED, "sign in first: a session cookie or ?token=<token>"
-            )
-            return
         try:
-            room, membership = await database_call(admit_socket)(self.user, self.room_id)
+            self.user, membership = await database_call(socket_admission)(self.scope, self.room_id)
         except ServiceError as exc:
             code = (
                 CloseCode.ROOM_NOT_FOUND
@@ -118,6 +104,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
             await self.close_with(code, exc.message)
             return
+        if membership is None:
+            await self.close_with(
+                CloseCode.NOT_AUTHENTICATED, "sign in first: a session cookie or ?token=<token>"
+            )
+            return
+        bind_log_context(user_id=self.user.id)
         refusal = connection_manager().try_admit(str(self.user.id), self.room_id)
         if refusal is not None:
             await self.close_with(
@@ -128,8 +120,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self._attach_fast_lane()
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
-        snapshot = await database_call(self._join)(room, membership)
-        await self.send(text_data=encode(snapshot))
+        # Written and read together with the other sockets joining now (rooms/joins.py).
+        shared = await joins.batcher().join(self.connection_id, self.room_id, self.user.id)
+        if shared is None:
+            await self.close_with(CloseCode.ROOM_NOT_FOUND, f"no room {self.room_id!r}")
+            return
+        head = {
+            "type": "snapshot",
+            "server_time": now_ms(),
+            "node_id": settings.SYNCTV_NODE_ID,
+            "connection_id": self.connection_id,
+            "me": me_payload(membership),
+        }
+        await self.send(text_data=snapshot_text(head, shared))
         if self.sink is not None:
             self.sink.release()  # room events since group_add follow the snapshot
         self.watchdog = asyncio.create_task(self._watch_timeouts())
@@ -150,17 +153,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
             NODE_SOCKETS_GROUP,
         ]
 
-    def _join(self, room: Any, membership: Any) -> dict[str, Any]:
-        presence.connect(self.connection_id, self.room_id, self.user.id, settings.SYNCTV_NODE_ID)
-        body = build_snapshot(room, membership, settings.SYNCTV.websocket.chat_history)
-        return {
-            "type": "snapshot",
-            "server_time": now_ms(),
-            "node_id": settings.SYNCTV_NODE_ID,
-            "connection_id": self.connection_id,
-            **{key: value for key, value in body.items() if key != "type"},
-        }
-
     async def disconnect(self, code: int) -> None:
         """Leave groups, forget presence and free the connection slot."""
         if self.watchdog is not None:
@@ -173,7 +165,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             self.channel_layer.detach_sink(self.channel_name)
         for group in self._groups():
             await self.channel_layer.group_discard(group, self.channel_name)
-        await database_call(presence.disconnect)(self.connection_id, self.room_id)
+        await joins.batcher().leave(self.connection_id, self.room_id)
         logger.info("socket left room", extra={"close_code": code})
 
     async def close_with(self, code: CloseCode, message: str, reason: str | None = None) -> None:

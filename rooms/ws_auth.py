@@ -1,17 +1,20 @@
-"""What runs before a room socket's consumer: the Origin check and bearer-token auth."""
+"""Before a room socket's consumer: the Origin check; and who the socket belongs to."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.middleware import BaseMiddleware
 from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
 
 from rooms.codes import CloseCode
-from rooms.db import database_call
-from rooms.services.accounts import user_for_token
+from rooms.models import Membership
+from rooms.services.accounts import member_by_token, user_for_token
+from rooms.services.rooms import admit_member, admit_socket
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -61,17 +64,36 @@ class OriginCheckMiddleware(BaseMiddleware):
         return None
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """`?token=<bearer token>` signs the socket in, over any session cookie."""
+def socket_admission(scope: dict[str, Any], room_id: str) -> tuple[Any, Membership | None]:
+    """Who opened a room socket and their active membership (None: not signed in); raises
+    the ServiceError that refuses them. `?token=<bearer token>` counts over any session
+    cookie. A member reconnecting with a token takes one query.
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        """Replace scope["user"] when the query string carries a token."""
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        token = (query.get("token") or [""])[0]
-        if token:
-            user = await database_call(user_for_token)(token)
-            if user is not None:
-                scope = dict(scope, user=user)
-            else:
-                scope = dict(scope, user=AnonymousUser())
-        return await super().__call__(scope, receive, send)
+    Runs on a database thread as the socket's one admission call (rooms/consumers.py),
+    rather than in middlewares that each hop onto Channels' single database thread.
+    """
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    token = (query.get("token") or [""])[0]
+    if token:
+        membership = member_by_token(token, room_id)
+        if membership is not None:
+            return membership.user, admit_member(membership)
+        user = user_for_token(token) or AnonymousUser()
+    else:
+        user = _session_user(scope)
+    if not user.is_authenticated:
+        return user, None
+    # With a valid token, member_by_token found no membership: the user is new to the room.
+    _, membership = admit_socket(user, room_id, new_member=bool(token))
+    return user, membership
+
+
+def _session_user(scope: dict[str, Any]) -> Any:
+    user = scope.get("user")
+    if user is not None:  # resolved by an outer AuthMiddleware
+        return user
+    session = scope.get("session")
+    if session is None:
+        return AnonymousUser()
+    # Django's own session check (user id, backend, session hash); it reads only .session.
+    return auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]

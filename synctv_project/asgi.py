@@ -8,22 +8,21 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synctv_project.settings")
 django_application = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from rooms.consumers import RoomConsumer  # noqa: E402
 from rooms.jobs import JOBS_CHANNEL, JobsConsumer  # noqa: E402
-from rooms.ws_auth import OriginCheckMiddleware, TokenAuthMiddleware  # noqa: E402
+from rooms.ws_auth import OriginCheckMiddleware  # noqa: E402
 
 websocket_routes = [path("ws/rooms/<str:room_id>/", RoomConsumer.as_asgi())]
 
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": OriginCheckMiddleware(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_routes)))
-        ),
+        # The socket's user is read by the consumer itself (rooms.ws_auth.socket_user).
+        "websocket": OriginCheckMiddleware(SessionMiddlewareStack(URLRouter(websocket_routes))),
         "channel": ChannelNameRouter({JOBS_CHANNEL: JobsConsumer.as_asgi()}),
     }
 )

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from rooms.codes import ErrorCode
 from rooms.errors import ServiceError, bad_request
-from rooms.models import AuthToken, Presence, Profile
+from rooms.models import AuthToken, Membership, Presence, Profile
 from rooms.services.rooms import has_nul
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
@@ -52,6 +52,22 @@ def user_for_token(raw: str) -> Any | None:
     if token is None or not token.user.is_active or is_expired_guest(token.user):
         return None
     return token.user
+
+
+def member_by_token(raw: str, room_id: str) -> Membership | None:
+    """The membership in `room_id` of the active user a bearer token belongs to, with user
+    and profile, in one query: a member reconnecting is admitted on this alone. None for
+    anyone else (not a member yet, unknown token, expired guest)."""
+    if not raw or len(raw) > 256 or has_nul(room_id):
+        return None
+    membership = (
+        Membership.objects.select_related("user__synctv_profile")
+        .filter(room_id=room_id, user__synctv_tokens__key_hash=_token_hash(raw))
+        .first()
+    )
+    if membership is None or not membership.user.is_active or is_expired_guest(membership.user):
+        return None
+    return membership
 
 
 def is_expired_guest(user: Any) -> bool:

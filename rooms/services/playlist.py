@@ -139,7 +139,8 @@ def clean_subtitles(tracks: Any) -> list[dict[str, str]]:
     return cleaned
 
 
-def _movies(room_id: str) -> list[Movie]:
+def movies(room_id: str) -> list[Movie]:
+    """The playlist's movies in order."""
     return list(Movie.objects.filter(room_id=room_id).order_by("position", "created_at"))
 
 
@@ -148,7 +149,7 @@ def playlist(room_id: str) -> dict[str, Any]:
     version = Room.objects.filter(pk=room_id).values_list("playlist_version", flat=True).first()
     if version is None:
         raise not_found(f"no room {room_id!r}")
-    return playlist_payload(version, _movies(room_id))
+    return playlist_payload(version, movies(room_id))
 
 
 def get_playlist(user: Any, room_id: str) -> dict[str, Any]:
@@ -240,10 +241,10 @@ def reorder(user: Any, room_id: str, order: Any) -> dict[str, Any]:
         raise bad_request("order must be a list of movie ids")
     with transaction.atomic():
         Room.objects.select_for_update().filter(pk=room_id).first()
-        movies = {movie.id: movie for movie in _movies(room_id)}
-        if len(order) != len(set(order)) or set(order) != set(movies):
+        by_id = {movie.id: movie for movie in movies(room_id)}
+        if len(order) != len(set(order)) or set(order) != set(by_id):
             raise bad_request("order must name every movie of the playlist exactly once")
         for index, movie_id in enumerate(order):
-            movies[movie_id].position = index
-        Movie.objects.bulk_update(movies.values(), ["position"])
+            by_id[movie_id].position = index
+        Movie.objects.bulk_update(by_id.values(), ["position"])
         return _bump_and_publish(room_id)

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Min
 
 from rooms.db import database_call
@@ -151,17 +151,49 @@ def request_presence(room_id: str) -> None:
 
 def connect(connection_id: str, room_id: str, user_id: int, node_id: str) -> None:
     """Record an open socket and tell the room who is online."""
-    Presence.objects.create(
-        connection_id=connection_id, room_id=room_id, user_id=user_id, node_id=node_id
-    )
-    request_presence(room_id)
+    connect_many([(connection_id, room_id, user_id)], node_id)
+
+
+def connect_many(sockets: list[tuple[str, str, int]], node_id: str) -> set[str]:
+    """Record open sockets `(connection_id, room_id, user_id)` in one INSERT where it can,
+    and tell their rooms who is online; returns the connection ids of rooms that are gone.
+
+    One socket whose room was deleted meanwhile must not fail the others: then each row is
+    tried on its own.
+    """
+    rows = [
+        Presence(connection_id=connection, room_id=room, user_id=user, node_id=node_id)
+        for connection, room, user in sockets
+    ]
+    gone: set[str] = set()
+    try:
+        with transaction.atomic():
+            Presence.objects.bulk_create(rows)
+    except IntegrityError:
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+            except IntegrityError:
+                gone.add(row.connection_id)
+    for room_id in {row.room_id for row in rows if row.connection_id not in gone}:
+        request_presence(room_id)
+    return gone
 
 
 def disconnect(connection_id: str, room_id: str) -> None:
     """Forget a closed socket and tell the room who is online."""
-    deleted, _ = Presence.objects.filter(connection_id=connection_id).delete()
+    disconnect_many([(connection_id, room_id)])
+
+
+def disconnect_many(sockets: list[tuple[str, str]]) -> None:
+    """Forget closed sockets `(connection_id, room_id)` in one DELETE; tell their rooms."""
+    deleted, _ = Presence.objects.filter(
+        connection_id__in=[connection for connection, _ in sockets]
+    ).delete()
     if deleted:
-        request_presence(room_id)
+        for room_id in {room for _, room in sockets}:
+            request_presence(room_id)
 
 
 def clear_node(node_id: str) -> int:

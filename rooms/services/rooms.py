@@ -209,9 +209,7 @@ def delete_room(user: Any, room_id: str) -> None:
 def _admit(room: Room, user: Any, membership: Membership | None, password_ok: bool) -> Membership:
     """An existing active membership, or a new one when the room lets this user in."""
     if membership is not None:
-        if membership.status == MemberStatus.BANNED:
-            raise forbidden("you are banned from this room")
-        return membership
+        return admit_member(membership)
     profile = getattr(user, "synctv_profile", None)
     settings = room_settings(room)
     if profile is not None and profile.is_guest and not settings.guests_allowed:
@@ -238,10 +236,22 @@ def join_room(user: Any, room_id: str, password: Any = None) -> Membership:
     return _admit(room, user, membership, password_ok)
 
 
-def admit_socket(user: Any, room_id: str) -> tuple[Room, Membership]:
-    """Who may open the room's socket: active members, or anyone for a room without password."""
+def admit_socket(user: Any, room_id: str, new_member: bool = False) -> tuple[Room, Membership]:
+    """Who may open the room's socket: active members, or anyone for a room without password.
+
+    `new_member`: the caller already knows the user has no membership (one query fewer).
+    """
     room = None if has_nul(room_id) else Room.objects.filter(pk=room_id).first()
     if room is None:
         raise not_found(f"no room {room_id!r}")
-    membership = _admit(room, user, membership_of(room_id, user), password_ok=not room.password)
+    known = None if new_member else membership_of(room_id, user)
+    membership = _admit(room, user, known, password_ok=not room.password)
     return room, membership
+
+
+def admit_member(membership: Membership) -> Membership:
+    """An existing membership that may open a socket (it exists, so the room does); 403 if
+    banned."""
+    if membership.status == MemberStatus.BANNED:
+        raise forbidden("you are banned from this room")
+    return membership

@@ -1,0 +1,127 @@
+"""Sockets that join or leave together share their database work (issue 7, watch parties).
+
+A join writes the socket's presence row and reads what its snapshot shares with the rest of
+the room. Done one socket at a time, a wave of 100 guests made 100 INSERTs, 100 reads of
+the same room and 100 encodings of the same JSON. Here the sockets of one event loop queue
+their joins and leaves; one database call at a time takes everything queued (up to
+MAX_BATCH) and, for the whole batch, inserts the rows in one statement, deletes the leavers'
+in another, and reads and encodes each joined room once. A lone join in a quiet room is
+flushed at once (no timer): batches only form while a call is already running, so batching
+never adds latency, it only takes away queueing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from rooms.db import database_call
+from rooms.services import presence
+from rooms.services.events import encode
+from rooms.services.snapshot import room_view
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 200
+
+
+@dataclass
+class Batch:
+    """What one database call does: sockets joining and leaving."""
+
+    joins: list[tuple[str, str, int]] = field(default_factory=list)  # connection, room, user
+    leaves: list[tuple[str, str]] = field(default_factory=list)  # connection, room
+
+
+@dataclass
+class BatchResult:
+    """Each joined room's shared snapshot part, encoded (None: the room is gone), and the
+    joining connections whose room was deleted before their row could be written."""
+
+    rooms: dict[str, str | None]
+    gone: set[str]
+
+
+def run_batch(batch: Batch, node_id: str, chat_history: int) -> BatchResult:
+    """Write the batch's presence changes, then read and encode every joined room once."""
+    gone = presence.connect_many(batch.joins, node_id) if batch.joins else set()
+    if batch.leaves:
+        presence.disconnect_many(batch.leaves)
+    rooms: dict[str, str | None] = {}
+    for room_id in dict.fromkeys(room for _, room, _ in batch.joins):
+        view = room_view(room_id, chat_history)
+        rooms[room_id] = None if view is None else encode(view)
+    return BatchResult(rooms, gone)
+
+
+class JoinBatcher:
+    """One event loop's queue of joins and leaves, drained by one database call at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.joins: list[tuple[tuple[str, str, int], asyncio.Future[str | None]]] = []
+        self.leaves: list[tuple[tuple[str, str], asyncio.Future[None]]] = []
+        self.task: asyncio.Task | None = None
+
+    async def join(self, connection_id: str, room_id: str, user_id: int) -> str | None:
+        """Record the socket as online; the room's shared snapshot part, encoded, or None
+        when the room is gone."""
+        future: asyncio.Future[str | None] = self.loop.create_future()
+        self.joins.append(((connection_id, room_id, user_id), future))
+        self._start()
+        return await future
+
+    async def leave(self, connection_id: str, room_id: str) -> None:
+        """Forget the socket's presence."""
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.leaves.append(((connection_id, room_id), future))
+        self._start()
+        await future
+
+    def _start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.joins or self.leaves:
+            joins, self.joins = self.joins[:MAX_BATCH], self.joins[MAX_BATCH:]
+            room = max(0, MAX_BATCH - len(joins))
+            leaves, self.leaves = self.leaves[:room], self.leaves[room:]
+            batch = Batch([entry for entry, _ in joins], [entry for entry, _ in leaves])
+            try:
+                result = await database_call(run_batch)(
+                    batch, settings.SYNCTV_NODE_ID, settings.SYNCTV.websocket.chat_history
+                )
+            except Exception as exc:
+                logger.exception("presence could not be written")
+                futures: list[asyncio.Future[Any]] = [future for _, future in joins]
+                futures += [future for _, future in leaves]
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (connection_id, room_id, _), future in joins:
+                if not future.done():
+                    gone = connection_id in result.gone
+                    future.set_result(None if gone else result.rooms.get(room_id))
+            for _, future in leaves:
+                if not future.done():
+                    future.set_result(None)
+
+
+_batchers: dict[asyncio.AbstractEventLoop, JoinBatcher] = {}
+
+
+def batcher() -> JoinBatcher:
+    """The running event loop's batcher."""
+    loop = asyncio.get_running_loop()
+    found = _batchers.get(loop)
+    if found is None:
+        for old in [old for old in _batchers if old.is_closed()]:
+            del _batchers[old]
+        found = _batchers[loop] = JoinBatcher(loop)
+    return found
