@@ -89,8 +89,8 @@ class JoinBatcher:
     async def _drain(self) -> None:
         while self.joins or self.leaves:
             joins, self.joins = self.joins[:MAX_BATCH], self.joins[MAX_BATCH:]
-            room = max(0, MAX_BATCH - len(joins))
-            leaves, self.leaves = self.leaves[:room], self.leaves[room:]
+            space = max(0, MAX_BATCH - len(joins))
+            leaves, self.leaves = self.leaves[:space], self.leaves[space:]
             batch = Batch([entry for entry, _ in joins], [entry for entry, _ in leaves])
             try:
                 result = await database_call(run_batch)(

@@ -84,8 +84,7 @@ def socket_admission(scope: dict[str, Any], room_id: str) -> tuple[Any, Membersh
     if not user.is_authenticated:
         return user, None
     # With a valid token, member_by_token found no membership: the user is new to the room.
-    _, membership = admit_socket(user, room_id, new_member=bool(token))
-    return user, membership
+    return user, admit_socket(user, room_id, new_member=bool(token))
 
 
 def _session_user(scope: dict[str, Any]) -> Any:

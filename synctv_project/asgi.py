@@ -21,7 +21,7 @@ websocket_routes = [path("ws/rooms/<str:room_id>/", RoomConsumer.as_asgi())]
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        # The socket's user is read by the consumer itself (rooms.ws_auth.socket_user).
+        # The socket's user is read by the consumer itself (rooms.ws_auth.socket_admission).
         "websocket": OriginCheckMiddleware(SessionMiddlewareStack(URLRouter(websocket_routes))),
         "channel": ChannelNameRouter({JOBS_CHANNEL: JobsConsumer.as_asgi()}),
     }

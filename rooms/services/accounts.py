@@ -42,14 +42,14 @@ def revoke_token(raw: str) -> None:
 
 def user_for_token(raw: str) -> Any | None:
     """The active user a bearer token belongs to, or None (unknown token, expired guest)."""
-    if not raw or len(raw) > 256:
+    if not _token_shaped(raw):
         return None
     token = (
         AuthToken.objects.select_related("user", "user__synctv_profile")
         .filter(key_hash=_token_hash(raw))
         .first()
     )
-    if token is None or not token.user.is_active or is_expired_guest(token.user):
+    if token is None or not _can_sign_in(token.user):
         return None
     return token.user
 
@@ -58,16 +58,25 @@ def member_by_token(raw: str, room_id: str) -> Membership | None:
     """The membership in `room_id` of the active user a bearer token belongs to, with user
     and profile, in one query: a member reconnecting is admitted on this alone. None for
     anyone else (not a member yet, unknown token, expired guest)."""
-    if not raw or len(raw) > 256 or has_nul(room_id):
+    if not _token_shaped(raw) or has_nul(room_id):
         return None
     membership = (
         Membership.objects.select_related("user__synctv_profile")
         .filter(room_id=room_id, user__synctv_tokens__key_hash=_token_hash(raw))
         .first()
     )
-    if membership is None or not membership.user.is_active or is_expired_guest(membership.user):
+    if membership is None or not _can_sign_in(membership.user):
         return None
     return membership
+
+
+def _token_shaped(raw: str) -> bool:
+    return bool(raw) and len(raw) <= 256
+
+
+def _can_sign_in(user: Any) -> bool:
+    """An active account, and not a guest past its lifetime."""
+    return bool(user.is_active) and not is_expired_guest(user)
 
 
 def is_expired_guest(user: Any) -> bool:

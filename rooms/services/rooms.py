@@ -236,7 +236,7 @@ def join_room(user: Any, room_id: str, password: Any = None) -> Membership:
     return _admit(room, user, membership, password_ok)
 
 
-def admit_socket(user: Any, room_id: str, new_member: bool = False) -> tuple[Room, Membership]:
+def admit_socket(user: Any, room_id: str, new_member: bool = False) -> Membership:
     """Who may open the room's socket: active members, or anyone for a room without password.
 
     `new_member`: the caller already knows the user has no membership (one query fewer).
@@ -245,8 +245,7 @@ def admit_socket(user: Any, room_id: str, new_member: bool = False) -> tuple[Roo
     if room is None:
         raise not_found(f"no room {room_id!r}")
     known = None if new_member else membership_of(room_id, user)
-    membership = _admit(room, user, known, password_ok=not room.password)
-    return room, membership
+    return _admit(room, user, known, password_ok=not room.password)
 
 
 def admit_member(membership: Membership) -> Membership:
