@@ -21,13 +21,13 @@ from cluster.connections import connection_manager
 from cluster.fastlane import SCOPE_KEY, Sink
 from monitoring.logging import bind_log_context
 from monitoring.metrics import EVENT_DELIVERY_DURATION
-from rooms import joins, protocol
+from rooms import joins, protocol, timeouts
 from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
 from rooms.db import database_call
 from rooms.errors import ServiceError
 from rooms.flood import ErrorWindow, TokenBucket
 from rooms.payloads import me_payload, now_ms
-from rooms.services import chat, playback, presence
+from rooms.services import chat, events, playback, presence
 from rooms.services.events import (
     NODE_SOCKETS_GROUP,
     encode,
@@ -61,7 +61,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
     user: Any
     admitted = False
     closing = False
-    watchdog: asyncio.Task | None = None
     sink: Sink | None = None  # the fast lane to this socket, when the server offers one
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -90,8 +89,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.errors = ErrorWindow(
             config.websocket.abuse_max_errors, config.websocket.abuse_window_secs
         )
-        self.last_activity = time.monotonic()
-        presence.use_event_loop(asyncio.get_running_loop())
+        self.started = self.last_activity = time.monotonic()
+        loop = asyncio.get_running_loop()
+        events.use_event_loop(loop)
+        presence.use_event_loop(loop)
         bind_log_context(room_id=self.room_id, connection_id=self.connection_id)
         await self.accept()
         try:
@@ -135,7 +136,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=snapshot_text(head, shared))
         if self.sink is not None:
             self.sink.release()  # room events since group_add follow the snapshot
-        self.watchdog = asyncio.create_task(self._watch_timeouts())
+        timeouts.sweeper().watch(self)
         logger.info("socket joined room")
 
     def _attach_fast_lane(self) -> None:
@@ -155,8 +156,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave groups, forget presence and free the connection slot."""
-        if self.watchdog is not None:
-            self.watchdog.cancel()
         if not self.admitted:
             return
         self.admitted = False
@@ -282,21 +281,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=encode({"type": "shutdown", "reconnect_after_ms": delay}))
         await self._close(CloseCode.SERVER_RESTARTING)
 
-    async def _watch_timeouts(self) -> None:
+    # --- timeouts (rooms/timeouts.py watches every socket of the loop) ---------------------
+
+    def timeout_due(self) -> float | None:
+        """When this socket times out (time.monotonic()), unless active before; None once it
+        is closing."""
+        if self.closing or not self.admitted:
+            return None
         limits = settings.SYNCTV.cluster.connection_limits
-        started = time.monotonic()
-        while not self.closing:
-            now = time.monotonic()
-            if now >= started + limits.max_duration_secs:
-                await self.close_with(
-                    CloseCode.MAX_DURATION,
-                    "this connection reached its maximum duration: reconnect",
-                )
-                return
-            if now >= self.last_activity + limits.idle_timeout_secs:
-                await self.close_with(CloseCode.IDLE_TIMEOUT, "closed after being idle")
-                return
-            wake = min(
-                started + limits.max_duration_secs, self.last_activity + limits.idle_timeout_secs
+        return min(
+            self.started + limits.max_duration_secs, self.last_activity + limits.idle_timeout_secs
+        )
+
+    async def time_out(self) -> None:
+        """Close with 4010 past the maximum duration, else with 4008 (idle)."""
+        limits = settings.SYNCTV.cluster.connection_limits
+        if time.monotonic() >= self.started + limits.max_duration_secs:
+            await self.close_with(
+                CloseCode.MAX_DURATION, "this connection reached its maximum duration: reconnect"
             )
-            await asyncio.sleep(max(0.05, wake - now))
+        else:
+            await self.close_with(CloseCode.IDLE_TIMEOUT, "closed after being idle")

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from rooms.db import database_call
+from rooms.loops import per_loop
 from rooms.services import presence
 from rooms.services.events import encode
 from rooms.services.snapshot import room_view
@@ -118,10 +119,4 @@ _batchers: dict[asyncio.AbstractEventLoop, JoinBatcher] = {}
 
 def batcher() -> JoinBatcher:
     """The running event loop's batcher."""
-    loop = asyncio.get_running_loop()
-    found = _batchers.get(loop)
-    if found is None:
-        for old in [old for old in _batchers if old.is_closed()]:
-            del _batchers[old]
-        found = _batchers[loop] = JoinBatcher(loop)
-    return found
+    return per_loop(_batchers, JoinBatcher)

@@ -92,13 +92,27 @@ def playlist_payload(version: int, movies: list[Movie]) -> dict[str, Any]:
 
 def playback_payload(state: PlaybackState) -> dict[str, Any]:
     """The versioned playback state; `position` is the position at `updated_at`."""
+    return playback_fields(
+        state.movie_id, state.position, state.playing, state.rate, state.version, state.updated_at
+    )
+
+
+def playback_fields(
+    movie_id: str | None,
+    position: float,
+    playing: bool,
+    rate: float,
+    version: int,
+    updated_at: int,
+) -> dict[str, Any]:
+    """`playback_payload` from plain values (a row an UPDATE returned)."""
     return {
-        "movie_id": state.movie_id,
-        "position": state.position,
-        "playing": state.playing,
-        "rate": state.rate,
-        "version": state.version,
-        "updated_at": state.updated_at,
+        "movie_id": movie_id,
+        "position": position,
+        "playing": playing,
+        "rate": rate,
+        "version": version,
+        "updated_at": updated_at,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -10,6 +11,7 @@ from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 
 from rooms.codes import CloseCode
 from rooms.models import Membership
@@ -88,11 +90,17 @@ def socket_admission(scope: dict[str, Any], room_id: str) -> tuple[Any, Membersh
 
 
 def _session_user(scope: dict[str, Any]) -> Any:
+    """The user of the socket's session cookie, read here rather than by Channels' cookie
+    and session middlewares: those keep three copies of the scope, a lazy session and
+    their own instances for as long as each socket is open (docs/performance.md)."""
     user = scope.get("user")
     if user is not None:  # resolved by an outer AuthMiddleware
         return user
-    session = scope.get("session")
+    session = scope.get("session")  # or by an outer SessionMiddleware
     if session is None:
-        return AnonymousUser()
+        key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
+        if not key:
+            return AnonymousUser()
+        session = import_module(settings.SESSION_ENGINE).SessionStore(key)
     # Django's own session check (user id, backend, session hash); it reads only .session.
     return auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]

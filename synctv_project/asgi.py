@@ -9,7 +9,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "synctv_project.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from rooms.consumers import RoomConsumer  # noqa: E402
@@ -21,8 +20,9 @@ websocket_routes = [path("ws/rooms/<str:room_id>/", RoomConsumer.as_asgi())]
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        # The socket's user is read by the consumer itself (rooms.ws_auth.socket_admission).
-        "websocket": OriginCheckMiddleware(SessionMiddlewareStack(URLRouter(websocket_routes))),
+        # The socket's user, from its token or session cookie, is read by the consumer
+        # itself (rooms.ws_auth.socket_admission).
+        "websocket": OriginCheckMiddleware(URLRouter(websocket_routes)),
         "channel": ChannelNameRouter({JOBS_CHANNEL: JobsConsumer.as_asgi()}),
     }
 )

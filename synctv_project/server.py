@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -57,6 +58,13 @@ REASON_MAX_BYTES = 123
 LISTEN_BACKLOG = 4096
 # How long, after daphne stops, the database calls of cancelled consumers may take to finish.
 WORKER_FINISH_SECS = 10.0
+# The garbage collector's young-generation threshold (Python's default: 700 allocations).
+# With 10,000 sockets, the default promoted objects that live a few milliseconds (a
+# command's frames, futures) into the old generation so fast that a full collection, about
+# a second with that many sockets' objects to traverse, ran every few seconds: 13 s of
+# pauses in a 150 s run of bench scenario (b). Collecting the young generation less often
+# lets such objects die young (docs/performance.md, garbage collection).
+GC_THRESHOLDS = (10_000, 20, 100)
 
 
 class CloseReasonWebSocketProtocol(WebSocketProtocol):
@@ -108,6 +116,37 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason or None)
 
 
+class SocketInput:
+    """A socket's ASGI input: the events daphne puts, in order, for the one task that gets them.
+
+    An asyncio.Queue holds four deques, about 3 KB, for each of 10,000 idle sockets
+    (docs/performance.md, memory per socket); this is a list and a future.
+    """
+
+    __slots__ = ("events", "waiter")
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, event: dict[str, Any]) -> None:
+        """Daphne's side: never blocks."""
+        self.events.append(event)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> dict[str, Any]:
+        """The application's side (its `receive`); a cancelled get loses nothing."""
+        while not self.events:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.events.pop(0)
+
+
 class SyncTVServer(Server):
     """One SyncTV node: daphne with close reasons, 1009 for big frames and a graceful drain."""
 
@@ -135,15 +174,27 @@ class SyncTVServer(Server):
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         """Daphne's, plus a sink in the scope of every WebSocket (the consumer may use it as
-        its fast lane; its byte budget holds either way)."""
-        if scope.get("type") == "websocket":
-            sink = SocketSink(protocol, settings.SYNCTV.websocket.send_backlog_bytes)
-            protocol.sink = sink
-            scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: sink}
-        return super().create_application(protocol, scope)
+        its fast lane; its byte budget holds either way) and a lighter input queue."""
+        if scope.get("type") != "websocket":
+            return super().create_application(protocol, scope)
+        sink = SocketSink(protocol, settings.SYNCTV.websocket.send_backlog_bytes)
+        protocol.sink = sink
+        scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: sink}
+        scope.setdefault("asgi", {"version": "3.0"})
+        # As daphne does it, with a SocketInput instead of an asyncio.Queue.
+        received = SocketInput()
+        instance = self.application(
+            scope=scope, receive=received.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            instance.close()
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
+        return received
 
     def _ready(self) -> None:
         # Runs once daphne's factories exist, before any connection is accepted.
+        _tune_garbage_collector()
         self.ws_factory.protocol = CloseReasonWebSocketProtocol
         # Autobahn drops the TCP connection on a frame over the limit unless told otherwise.
         self.ws_factory.setProtocolOptions(failByDrop=False)
@@ -224,6 +275,17 @@ class SyncTVServer(Server):
         if not finished:
             logger.warning("database calls still running after shutdown: exiting without them")
         return bool(self.listening_addresses) and finished
+
+
+def _tune_garbage_collector() -> None:
+    """Freeze what was made at start (modules, settings: never garbage) and collect less often.
+
+    Frozen objects are left out of every later collection, so a full one only traverses
+    what the node made while serving.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _finish_worker_threads(timeout: float) -> bool:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Case, F, FloatField, Value, When
-from django.db.models.expressions import ExpressionWrapper
+from django.db import connection
 
 from rooms.errors import bad_request, not_found
 from rooms.models import Movie, PlaybackState
-from rooms.payloads import now_ms, playback_payload, user_payload
+from rooms.payloads import now_ms, playback_fields, playback_payload, user_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
 from rooms.services.rooms import has_nul, require_permission
@@ -20,13 +18,14 @@ MIN_RATE = 0.25
 MAX_RATE = 4.0
 
 
-def _position_now(now: int) -> Case:
-    """SQL for the position at `now`: it only moves while playing."""
-    moved = ExpressionWrapper(
-        F("position") + (Value(now) - F("updated_at")) / Value(1000.0) * F("rate"),
-        output_field=FloatField(),
-    )
-    return Case(When(playing=True, then=moved), default=F("position"), output_field=FloatField())
+# `position` re-anchored at the command's time: it only moves while playing. In SET, every
+# column names its value from before the UPDATE (SQL semantics, PostgreSQL and SQLite alike).
+POSITION_NOW = object()
+_POSITION_NOW_SQL = (
+    "CASE WHEN playing THEN position + (%s - updated_at) / 1000.0 * rate ELSE position END"
+)
+_COLUMNS = ("movie_id", "position", "playing", "rate")
+_TABLE = PlaybackState._meta.db_table
 
 
 def _check_position(position: Any) -> float:
@@ -41,17 +40,38 @@ def _check_position(position: Any) -> float:
 
 
 def bump(room_id: str, changes: dict[str, Any], by: Any = None) -> dict[str, Any]:
-    """Apply `changes` in ONE UPDATE that also bumps the version; publish and return the state."""
+    """Apply `changes` in ONE UPDATE that also bumps the version; publish and return the state.
+
+    `changes` maps columns of _COLUMNS to values, or `position` to POSITION_NOW. Written as
+    one UPDATE … RETURNING rather than the ORM's update() and get(): a command's CPU was
+    mostly Django compiling those two queries (docs/performance.md, commands). Outside a
+    transaction it commits alone; inside one, its publish waits for the commit.
+    """
     now = now_ms()
-    with transaction.atomic():
-        updated = PlaybackState.objects.filter(room_id=room_id).update(
-            **changes, version=F("version") + 1, updated_at=now
-        )
-        if not updated:
-            raise not_found(f"no room {room_id!r}")
-        # Our UPDATE holds the row lock until commit, so this read sees exactly our version.
-        state = playback_payload(PlaybackState.objects.get(room_id=room_id))
-        publish(room_id, {"type": "playback", "playback": state, "by": user_payload(by)})
+    assignments, params = [], []
+    for column, value in changes.items():
+        if column not in _COLUMNS:
+            raise ValueError(f"not a playback column: {column!r}")
+        if value is POSITION_NOW:
+            assignments.append(f"{column} = {_POSITION_NOW_SQL}")
+            params.append(now)
+        else:
+            assignments.append(f"{column} = %s")
+            params.append(value)
+    sql = (
+        f"UPDATE {_TABLE} SET {', '.join(assignments)}, version = version + 1, updated_at = %s"
+        " WHERE room_id = %s RETURNING movie_id, position, playing, rate, version, updated_at"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, now, room_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise not_found(f"no room {room_id!r}")
+    movie_id, position, playing, rate, version, updated_at = row
+    state = playback_fields(
+        movie_id, float(position), bool(playing), float(rate), version, updated_at
+    )
+    publish(room_id, {"type": "playback", "playback": state, "by": user_payload(by)})
     return state
 
 
@@ -61,10 +81,9 @@ def change_playback(user: Any, room_id: str, action: str, **fields: Any) -> dict
         require_permission(room_id, user, Permission.SET_CURRENT_MOVIE)
         return set_movie(room_id, fields.get("movie_id"), by=user)
     require_permission(room_id, user, Permission.CONTROL_PLAYBACK)
-    now = now_ms()
     position = fields.get("position")
     if action in ("play", "pause"):
-        anchor = _check_position(position) if position is not None else _position_now(now)
+        anchor = _check_position(position) if position is not None else POSITION_NOW
         return bump(room_id, {"position": anchor, "playing": action == "play"}, by=user)
     if action == "seek":
         return bump(room_id, {"position": _check_position(position)}, by=user)
@@ -77,7 +96,7 @@ def change_playback(user: Any, room_id: str, action: str, **fields: Any) -> dict
         ):
             raise bad_request(f"rate must be a number from {MIN_RATE} to {MAX_RATE}")
         # Re-anchor the position at the old rate before the new one applies.
-        return bump(room_id, {"position": _position_now(now), "rate": float(rate)}, by=user)
+        return bump(room_id, {"position": POSITION_NOW, "rate": float(rate)}, by=user)
     raise bad_request(f"unknown playback action {action!r}")
 
 
