@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import signal
 from concurrent.futures import Executor
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from asgiref.sync import SyncToAsync
@@ -67,6 +69,17 @@ WORKER_FINISH_SECS = 10.0
 GC_THRESHOLDS = (10_000, 20, 100)
 
 
+# What autobahn keeps of the opening handshake, read by nothing once the socket is open.
+HANDSHAKE_ONLY = (
+    "http_request_data",
+    "http_headers",
+    "http_request_params",
+    "http_status_line",
+    "http_response_data",
+    "http_request_uri",
+)
+
+
 class CloseReasonWebSocketProtocol(WebSocketProtocol):
     """Daphne's WebSocket protocol, sending any close code with the application's reason.
 
@@ -77,10 +90,15 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
     sink: SocketSink | None = None
 
     def onOpen(self) -> None:
-        """The handshake is done: the sink starts measuring the transport."""
+        """The handshake is done: the sink starts measuring the transport, and what only the
+        handshake needed is let go (about 2 KB a socket: docs/performance.md)."""
         super().onOpen()
         if self.sink is not None:
             self.sink.attach(settings.SYNCTV.websocket.transport_buffer_bytes)
+        for name in HANDSHAKE_ONLY:
+            self.__dict__.pop(name, None)
+        # Daphne reads only the path of the request again, for its access log.
+        self.request = SimpleNamespace(path=self.request.path)
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         """Send `websocket.close` with its code and reason; everything else as daphne does."""
@@ -198,6 +216,16 @@ class SyncTVServer(Server):
         self.ws_factory.protocol = CloseReasonWebSocketProtocol
         # Autobahn drops the TCP connection on a frame over the limit unless told otherwise.
         self.ws_factory.setProtocolOptions(failByDrop=False)
+        # Autobahn copies its 29 options from the factory into every connection's own
+        # attributes, unless the protocol class has them already: give them to the class
+        # (a function as a staticmethod, or it would be bound to each connection).
+        for name in CloseReasonWebSocketProtocol.CONFIG_ATTRS:
+            value = getattr(self.ws_factory, name)
+            setattr(
+                CloseReasonWebSocketProtocol,
+                name,
+                staticmethod(value) if inspect.isfunction(value) else value,
+            )
         loop = asyncio.get_event_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)

@@ -85,18 +85,22 @@ def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:
 def _send(group: str, message: dict[str, Any], room_id: str, event_type: str) -> None:
     started = time.perf_counter()
     loop = _loop
-    if loop is not None and loop.is_running():
+    if loop is None:  # no socket served yet (or a worker process): wait for the send
+        async_to_sync(get_channel_layer().group_send)(group, message)
+        EVENT_PUBLISH_DURATION.observe(time.perf_counter() - started)
+    else:
         # Handed to the loop without waiting: the database thread goes on with the next
         # command at once (docs/performance.md, commands). Events handed over in order are
         # sent in order: the loop runs its callbacks, and the tasks they start, first in,
         # first out, and group_send never waits. A fresh context: a database thread's
         # (asgiref's executor state) must not leak into the task.
-        loop.call_soon_threadsafe(
-            _start_send, loop, group, message, started, context=contextvars.Context()
-        )
-    else:
-        async_to_sync(get_channel_layer().group_send)(group, message)
-        EVENT_PUBLISH_DURATION.observe(time.perf_counter() - started)
+        try:
+            loop.call_soon_threadsafe(
+                _start_send, loop, group, message, started, context=contextvars.Context()
+            )
+        except RuntimeError:  # the loop has closed: the process is stopping
+            logger.warning("event loop closed: a room event was not sent", extra={"group": group})
+            return
     count_published(room_id, event_type)
 
 
