@@ -88,6 +88,7 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
     """
 
     sink: SocketSink | None = None
+    request: Any  # set by daphne's onConnect
 
     def onOpen(self) -> None:
         """The handshake is done: the sink starts measuring the transport, and what only the
