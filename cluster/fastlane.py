@@ -16,6 +16,11 @@ from __future__ import annotations
 from typing import Protocol
 
 SCOPE_KEY = "synctv.fastlane"
+# Where the server offers the socket's own input queue to the channel layer: a callable that
+# takes a layer message, which the application then gets from its ASGI `receive` in order
+# with the socket's events. A consumer reading only `receive` needs no task of its own for
+# the layer (rooms/consumers.py).
+INBOX_KEY = "synctv.inbox"
 
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2

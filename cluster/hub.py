@@ -18,6 +18,9 @@ OVERFLOW_MESSAGE_TYPE = "channel.overflow"
 Message = dict[str, Any]
 # A fast-lane message's ready WebSocket frame, or None for a message that takes the queue.
 FrameOf = Callable[[Message], bytes | None]
+# Takes a channel's messages as they come, instead of the hub's queue: the consumer's own
+# input (its server's, under manage.py serve), so that one task reads both.
+Inbox = Callable[[Message], None]
 # Told how many sockets of one fan-out got the frame through the fast lane.
 FastDelivered = Callable[[Message, int], None]
 
@@ -88,12 +91,17 @@ class LocalHub:
         self._groups: dict[str, dict[str, float]] = {}  # group → {channel: joined at}
         self._memberships: dict[str, set[str]] = {}  # channel → groups
         self._sinks: dict[str, Sink] = {}  # channel → its socket's fast lane
+        self._inboxes: dict[str, Inbox] = {}  # channel → its consumer's own input queue
         self._frame_of = frame_of
         self._on_fast_delivered = on_fast_delivered
         self._next_sweep = clock() + expiry
 
     def put(self, channel: str, message: Message) -> bool:
         """Queue a message for one channel; False if the channel is full (nothing queued)."""
+        inbox = self._inboxes.get(channel)
+        if inbox is not None:
+            inbox(message)
+            return True
         now = self._tick()
         queue = self._queue(channel)
         queue.drop_expired(now)
@@ -117,6 +125,7 @@ class LocalHub:
         joined_before = now - self._group_expiry
         deadline = now + self._expiry
         sinks = self._sinks
+        inboxes = self._inboxes
         frame: bytes | None = None
         if sinks and self._frame_of is not None:
             frame = self._frame_of(message)
@@ -133,6 +142,11 @@ class LocalHub:
                     sink.write_frame(frame)
                     fast += 1
                     continue
+            inbox = inboxes.get(channel)
+            if inbox is not None:
+                inbox(message)
+                delivered += 1
+                continue
             queue = self._queue(channel)
             if queue.overflowed:
                 continue
@@ -150,13 +164,17 @@ class LocalHub:
             self._on_fast_delivered(message, fast)
         return delivered + fast
 
-    def attach_sink(self, channel: str, sink: Sink) -> None:
-        """From now on, fast-lane messages for `channel` are written to `sink`."""
+    def attach_sink(self, channel: str, sink: Sink, inbox: Inbox | None = None) -> None:
+        """From now on, fast-lane messages for `channel` are written to `sink`, and, with an
+        `inbox`, every other message is handed to it rather than queued here."""
         self._sinks[channel] = sink
+        if inbox is not None:
+            self._inboxes[channel] = inbox
 
     def detach_sink(self, channel: str) -> None:
         """Back to queueing every message for `channel` (it is closing)."""
         self._sinks.pop(channel, None)
+        self._inboxes.pop(channel, None)
 
     async def get(self, channel: str) -> Message:
         """Wait for the next unexpired message on a channel; cancelling it loses nothing."""
@@ -231,6 +249,7 @@ class LocalHub:
         self._groups.clear()
         self._memberships.clear()
         self._sinks.clear()
+        self._inboxes.clear()
         for queue in queues:
             # Each woken receiver finds nothing and re-waits on the channel's new queue.
             for waiter in queue.waiters:

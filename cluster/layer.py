@@ -29,7 +29,7 @@ from django.utils.module_loading import import_string
 
 from cluster.bridge import RedisBridge
 from cluster.fastlane import Sink, text_frame
-from cluster.hub import LocalHub, Message
+from cluster.hub import Inbox, LocalHub, Message
 from cluster.redis_target import RedisTarget, parse_redis_url
 from monitoring.metrics import EVENT_DELIVERY_DURATION
 
@@ -132,10 +132,12 @@ class ClusterChannelLayer(BaseChannelLayer):
         text = message.get("text")
         return text_frame(text) if isinstance(text, str) else None
 
-    def attach_sink(self, channel: str, sink: Sink) -> None:
-        """Write this channel's fast-lane messages straight to its socket's sink."""
+    def attach_sink(self, channel: str, sink: Sink, inbox: Inbox | None = None) -> None:
+        """Write this channel's fast-lane messages straight to its socket's sink; with an
+        `inbox`, hand it the channel's other messages (nothing is then queued for
+        `receive`)."""
         self.require_valid_channel_name(channel)
-        self.hub.attach_sink(channel, sink)
+        self.hub.attach_sink(channel, sink, inbox)
 
     def detach_sink(self, channel: str) -> None:
         """Queue this channel's fast-lane messages again, like any other (it is closing)."""

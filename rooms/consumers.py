@@ -14,11 +14,14 @@ import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from cluster.connections import connection_manager
-from cluster.fastlane import SCOPE_KEY, Sink
+from cluster.fastlane import INBOX_KEY, SCOPE_KEY, Sink
+from cluster.hub import Inbox
 from monitoring.logging import bind_log_context
 from monitoring.metrics import EVENT_DELIVERY_DURATION
 from rooms import joins, protocol, timeouts
@@ -62,6 +65,31 @@ class RoomConsumer(AsyncWebsocketConsumer):
     admitted = False
     closing = False
     sink: Sink | None = None  # the fast lane to this socket, when the server offers one
+    inbox: Inbox | None = None  # where the layer hands this socket's other messages, if set
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' loop, or, where the server hands layer messages to the socket's own
+        input (`manage.py serve`), one loop over that input: no task per source and no
+        `asyncio.wait` for each socket (about 3 KB each: docs/performance.md)."""
+        layer = get_channel_layer(self.channel_layer_alias)
+        inbox = (scope.get("extensions") or {}).get(INBOX_KEY)
+        if (
+            inbox is None
+            or not hasattr(layer, "attach_sink")
+            or not settings.SYNCTV.websocket.fast_lane
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        self.scope = scope
+        self.channel_layer = layer
+        self.channel_name = await layer.new_channel()
+        self.inbox = inbox
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the message's handler, without Channels' `aclose_old_connections()` first.
@@ -145,7 +173,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         attach = getattr(self.channel_layer, "attach_sink", None)
         if sink is not None and attach is not None and settings.SYNCTV.websocket.fast_lane:
             self.sink = sink
-            attach(self.channel_name, sink)
+            attach(self.channel_name, sink, self.inbox)
 
     def _groups(self) -> list[str]:
         return [

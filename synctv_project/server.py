@@ -41,7 +41,7 @@ from django.conf import settings
 
 from cluster import registry as registry_module
 from cluster.connections import connection_manager
-from cluster.fastlane import OPCODE_BINARY, SCOPE_KEY, text_frame, websocket_frame
+from cluster.fastlane import INBOX_KEY, OPCODE_BINARY, SCOPE_KEY, text_frame, websocket_frame
 from cluster.registry import NodeRegistry
 from monitoring.health import mark_draining
 from rooms import db, jobs
@@ -136,7 +136,8 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
 
 
 class SocketInput:
-    """A socket's ASGI input: the events daphne puts, in order, for the one task that gets them.
+    """A socket's ASGI input: the events daphne puts, and the layer messages the hub hands
+    over (the `synctv.inbox` extension), in order, for the one task that gets them.
 
     An asyncio.Queue holds four deques, about 3 KB, for each of 10,000 idle sockets
     (docs/performance.md, memory per socket); this is a list and a future.
@@ -198,10 +199,14 @@ class SyncTVServer(Server):
             return super().create_application(protocol, scope)
         sink = SocketSink(protocol, settings.SYNCTV.websocket.send_backlog_bytes)
         protocol.sink = sink
-        scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: sink}
+        received = SocketInput()
+        scope["extensions"] = {
+            **(scope.get("extensions") or {}),
+            SCOPE_KEY: sink,
+            INBOX_KEY: received.put_nowait,
+        }
         scope.setdefault("asgi", {"version": "3.0"})
         # As daphne does it, with a SocketInput instead of an asyncio.Queue.
-        received = SocketInput()
         instance = self.application(
             scope=scope, receive=received.get, send=partial(self.handle_reply, protocol)
         )

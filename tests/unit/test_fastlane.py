@@ -89,6 +89,34 @@ def test_control_messages_still_take_the_queue_and_a_detached_sink_gets_nothing(
     ]
 
 
+def test_a_sink_with_an_inbox_gets_control_messages_there_and_nothing_is_queued():
+    hub = make_hub()
+    sink, inbox = RecordingSink(), []
+    hub.add("room.r", "a!x")
+    hub.attach_sink("a!x", sink, inbox.append)
+
+    hub.fan_out("room.r", {"type": "room.event", "text": "{}"})
+    hub.fan_out("room.r", {"type": "room.close", "texts": [], "code": 4004})
+    hub.put("a!x", {"type": "server.shutdown"})
+
+    assert sink.frames == [text_frame("{}")]
+    assert [message["type"] for message in inbox] == ["room.close", "server.shutdown"]
+    assert "a!x" not in hub._queues
+
+
+def test_a_detached_inbox_gets_nothing_more():
+    hub = make_hub()
+    inbox: list[dict] = []
+    hub.add("room.r", "a!x")
+    hub.attach_sink("a!x", RecordingSink(), inbox.append)
+    hub.detach_sink("a!x")
+
+    hub.put("a!x", {"type": "server.shutdown"})
+
+    assert inbox == []
+    assert [entry[1]["type"] for entry in hub._queues["a!x"].entries] == ["server.shutdown"]
+
+
 @pytest.mark.parametrize(
     ("group", "route"),
     [
