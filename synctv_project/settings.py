@@ -80,15 +80,15 @@ DATABASE_POOL_SIZE = 20
 
 
 def _database(url: str) -> dict:
-    """Django's DATABASES entry for the configured URL, with django-prometheus's backends."""
+    """Django's DATABASES entry for the configured URL, with django-prometheus's metrics."""
     database = environ.Env.db_url_config(url)
     if sqlite_path(SYNCTV) is not None:
-        database["ENGINE"] = "django_prometheus.db.backends.sqlite3"
+        database["ENGINE"] = "monitoring.db.sqlite3"
         # IMMEDIATE: a transaction takes the write lock at BEGIN, so concurrent
         # read-then-write transactions queue instead of failing with "database is locked".
         database["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
     else:
-        database["ENGINE"] = "django_prometheus.db.backends.postgresql"
+        database["ENGINE"] = "monitoring.db.postgresql"
         # A pool, not persistent connections: under ASGI every request runs in a thread of
         # its own context, and with CONN_MAX_AGE each of them kept a connection open, so a
         # burst of requests (a watch party's guests signing in) exhausted max_connections.

@@ -42,6 +42,14 @@ def test_suite_runs_against_postgresql(settings):
     assert connection.vendor == "postgresql"
 
 
+def test_connections_share_one_counting_cursor_class():
+    first = connection.get_connection_params()["cursor_factory"]
+    second = connection.get_connection_params()["cursor_factory"]
+
+    assert first is second
+    assert first.__name__ == "CursorWrapper"  # django-prometheus's counting cursor
+
+
 # Rooms: create and join
 
 
