@@ -48,6 +48,7 @@ from rooms import db, jobs
 from rooms.codes import MAX_FRAME_BYTES
 from rooms.services import presence
 from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
+from synctv_project.rounds import SLICES, Rounds, check_application
 from synctv_project.sinks import SocketSink
 
 logger = logging.getLogger("synctv.server")
@@ -67,6 +68,9 @@ WORKER_FINISH_SECS = 10.0
 # pauses in a 150 s run of bench scenario (b). Collecting the young generation less often
 # lets such objects die young (docs/performance.md, garbage collection).
 GC_THRESHOLDS = (10_000, 20, 100)
+# How often daphne looks at each connection: finished applications, and timeouts and pings.
+APPLICATION_CHECK_SECS = 1.0
+TIMEOUT_CHECK_SECS = 2.0
 
 
 # What autobahn keeps of the opening handshake, read by nothing once the socket is open.
@@ -189,6 +193,8 @@ class SyncTVServer(Server):
         self.port = port
         self.grace_secs = grace_secs
         self.draining = False
+        self._application_rounds = Rounds()
+        self._timeout_rounds = Rounds()
         self.registry: NodeRegistry | None = None
         self.background_tasks: list[asyncio.Task[None]] = []
 
@@ -215,6 +221,22 @@ class SyncTVServer(Server):
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
         return received
+
+    def application_checker(self) -> None:
+        """Daphne's check of finished applications, a slice of the connections every
+        1/SLICES s rather than all of them each second (synctv_project/rounds.py)."""
+        for protocol in self._application_rounds.next_slice(self.connections):
+            check_application(self, protocol)
+        asyncio.get_event_loop().call_later(
+            APPLICATION_CHECK_SECS / SLICES, self.application_checker
+        )
+
+    def timeout_checker(self) -> None:
+        """Daphne's timeout and keep-alive ping checks, a slice at a time likewise."""
+        for protocol in self._timeout_rounds.next_slice(self.connections):
+            if protocol in self.connections:
+                protocol.check_timeouts()
+        asyncio.get_event_loop().call_later(TIMEOUT_CHECK_SECS / SLICES, self.timeout_checker)
 
     def _ready(self) -> None:
         # Runs once daphne's factories exist, before any connection is accepted.
