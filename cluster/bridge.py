@@ -286,13 +286,13 @@ class RedisBridge:
             self._on_envelope(channel, message["data"])
 
     def _on_envelope(self, channel: str, data: bytes) -> None:
-        try:
-            envelope = json.loads(data)
-            event = envelope["event"]
-            message_id = envelope["message_id"]
-        except (ValueError, KeyError, TypeError):
+        envelope = _envelope(data)
+        if envelope is None:
+            # Anything on Redis could publish here: a bad message must not end the
+            # subscriber (that would take the node into degraded mode) nor reach a consumer.
             logger.warning("dropped a malformed message", extra={"redis_channel": channel})
             return
+        event, message_id = envelope["event"], envelope["message_id"]
         if envelope.get("node_id") == self.node_id or not self.dedup.first_sighting(message_id):
             EVENTS_DEDUPLICATED.labels(node=self.node_id).inc()
             return
@@ -412,3 +412,23 @@ class RedisBridge:
             return
         async for key in self.client.scan_iter(match=f"{self.prefix}channel:*"):
             await self.client.delete(key)
+
+
+def _envelope(data: bytes) -> dict[str, Any] | None:
+    """A received envelope, or None unless it has the shape `publish_group` and
+    `publish_to_node` give it: a string message_id, and an event naming a string group or
+    channel with a message that has a string type."""
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("message_id"), str):
+        return None
+    event = envelope.get("event")
+    if not isinstance(event, dict):
+        return None
+    message = event.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None
+    target = event.get("group", event.get("channel"))
+    return envelope if isinstance(target, str) else None
