@@ -48,6 +48,15 @@ RECONNECT_MAX_MS = 3000
 PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
 
 
+def _offered_sink(scope: dict[str, Any], layer: Any) -> Sink | None:
+    """The socket's fast lane, where the server offers one, the layer can use it and the
+    config has not turned it off."""
+    sink = (scope.get("extensions") or {}).get(SCOPE_KEY)
+    if sink is None or not hasattr(layer, "attach_sink") or not settings.SYNCTV.websocket.fast_lane:
+        return None
+    return sink
+
+
 def _frame_size_over_limit(text_data: str | None, bytes_data: bytes | None) -> bool:
     """Whether a frame, text or binary, is over MAX_FRAME_BYTES (SPEC §4: close 1009)."""
     if text_data is None:
@@ -73,11 +82,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         `asyncio.wait` for each socket (about 3 KB each: docs/performance.md)."""
         layer = get_channel_layer(self.channel_layer_alias)
         inbox = (scope.get("extensions") or {}).get(INBOX_KEY)
-        if (
-            inbox is None
-            or not hasattr(layer, "attach_sink")
-            or not settings.SYNCTV.websocket.fast_lane
-        ):
+        if inbox is None or _offered_sink(scope, layer) is None:
             await super().__call__(scope, receive, send)
             return
         self.scope = scope
@@ -169,11 +174,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     def _attach_fast_lane(self) -> None:
         """Room events to be written straight to this socket, when server and layer can."""
-        sink = (self.scope.get("extensions") or {}).get(SCOPE_KEY)
-        attach = getattr(self.channel_layer, "attach_sink", None)
-        if sink is not None and attach is not None and settings.SYNCTV.websocket.fast_lane:
+        sink = _offered_sink(self.scope, self.channel_layer)
+        if sink is not None:
             self.sink = sink
-            attach(self.channel_name, sink, self.inbox)
+            self.channel_layer.attach_sink(self.channel_name, sink, self.inbox)
 
     def _groups(self) -> list[str]:
         return [

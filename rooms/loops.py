@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 State = TypeVar("State")
+
+# Tasks started with `start_task`, kept from the garbage collector until they finish (the
+# loop itself keeps only weak references to its tasks).
+_running: set[asyncio.Task[Any]] = set()
 
 
 def per_loop(
@@ -22,3 +26,10 @@ def per_loop(
             del registry[old]
         found = registry[loop] = make(loop)
     return found
+
+
+def start_task(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, Any]) -> None:
+    """Run `work` as a task of `loop` that nobody awaits, kept alive until it is done."""
+    task = loop.create_task(work)
+    _running.add(task)
+    task.add_done_callback(_running.discard)

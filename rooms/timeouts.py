@@ -14,7 +14,7 @@ import itertools
 import weakref
 from typing import Protocol
 
-from rooms.loops import per_loop
+from rooms.loops import per_loop, start_task
 
 
 class Watched(Protocol):
@@ -35,7 +35,6 @@ class TimeoutSweeper:
         self.heap: list[tuple[float, int, weakref.ref[Watched]]] = []
         self.order = itertools.count()  # ties never compare the weak references
         self.timer: asyncio.TimerHandle | None = None
-        self.closing: set[asyncio.Task[None]] = set()
 
     def watch(self, socket: Watched) -> None:
         """Start watching a socket (a closed one drops out by itself: only a weak reference
@@ -65,9 +64,7 @@ class TimeoutSweeper:
             if due > now:
                 heapq.heappush(heap, (due, next(self.order), ref))
                 continue
-            task = self.loop.create_task(socket.time_out())
-            self.closing.add(task)
-            task.add_done_callback(self.closing.discard)
+            start_task(self.loop, socket.time_out())
         if heap:
             self.timer = self.loop.call_at(heap[0][0], self._sweep)
 

@@ -16,6 +16,7 @@ from django.db import transaction
 from cluster.layer import BROADCAST, LOCAL_ONLY, Route
 from monitoring.metrics import EVENT_PUBLISH_DURATION, count_published
 from rooms.codes import CLOSE_ERROR, CloseCode
+from rooms.loops import start_task
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ def error_frame(code: str, message: str, req_id: Any = None) -> dict[str, Any]:
 
 # The consumers' event loop, once a socket has connected (RoomConsumer.connect).
 _loop: asyncio.AbstractEventLoop | None = None
-# Publishing tasks still running, kept from the garbage collector until they finish.
-_publishing: set[asyncio.Task] = set()
 
 
 def use_event_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -107,9 +106,7 @@ def _send(group: str, message: dict[str, Any], room_id: str, event_type: str) ->
 def _start_send(
     loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any], started: float
 ) -> None:
-    task = loop.create_task(_group_send(group, message, started))
-    _publishing.add(task)
-    task.add_done_callback(_publishing.discard)
+    start_task(loop, _group_send(group, message, started))
 
 
 async def _group_send(group: str, message: dict[str, Any], started: float) -> None:
