@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Min
 
 from rooms.db import database_call
+from rooms.loops import start_task
 from rooms.models import Membership, Presence
 from rooms.payloads import user_fields
 from rooms.services.events import publish
@@ -111,7 +112,7 @@ class PresenceCoalescer:
         self.loop.call_later(max(0.0, due - time.monotonic()), self._fire, room_id)
 
     def _fire(self, room_id: str) -> None:
-        self.loop.create_task(self._send(room_id))
+        start_task(self.loop, self._send(room_id))
 
     async def _send(self, room_id: str) -> None:
         # Changes made while this frame is read schedule the next one.
