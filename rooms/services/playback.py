@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from rooms.errors import bad_request, not_found
-from rooms.models import Movie, PlaybackState
+from rooms.models import Movie, PlaybackState, Room
 from rooms.payloads import now_ms, playback_fields, playback_payload, user_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
@@ -26,6 +26,10 @@ _POSITION_NOW_SQL = (
 )
 _COLUMNS = ("movie_id", "position", "playing", "rate")
 _TABLE = PlaybackState._meta.db_table
+# A movie becomes current only if it is in the room's playlist when the UPDATE runs.
+_MOVIE_IN_ROOM_SQL = (
+    f" AND EXISTS (SELECT 1 FROM {Movie._meta.db_table} WHERE id = %s AND room_id = %s)"
+)
 
 
 def _check_position(position: Any) -> float:
@@ -45,7 +49,9 @@ def bump(room_id: str, changes: dict[str, Any], by: Any = None) -> dict[str, Any
     `changes` maps columns of _COLUMNS to values, or `position` to POSITION_NOW. Written as
     one UPDATE … RETURNING rather than the ORM's update() and get(): a command's CPU was
     mostly Django compiling those two queries (docs/performance.md, commands). Outside a
-    transaction it commits alone; inside one, its publish waits for the commit.
+    transaction it commits alone; inside one, its publish waits for the commit. A new
+    `movie_id` applies only if that movie is in the room's playlist, checked in the same
+    statement (else not_found).
     """
     now = now_ms()
     assignments, params = [], []
@@ -58,14 +64,21 @@ def bump(room_id: str, changes: dict[str, Any], by: Any = None) -> dict[str, Any
         else:
             assignments.append(f"{column} = %s")
             params.append(value)
+    movie_id = changes.get("movie_id")
+    condition, condition_params = (
+        ("", []) if movie_id is None else (_MOVIE_IN_ROOM_SQL, [movie_id, room_id])
+    )
     sql = (
         f"UPDATE {_TABLE} SET {', '.join(assignments)}, version = version + 1, updated_at = %s"
-        " WHERE room_id = %s RETURNING movie_id, position, playing, rate, version, updated_at"
+        f" WHERE room_id = %s{condition}"
+        " RETURNING movie_id, position, playing, rate, version, updated_at"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, now, room_id])
+        cursor.execute(sql, [*params, now, room_id, *condition_params])
         row = cursor.fetchone()
     if row is None:
+        if movie_id is not None:
+            raise not_found(f"no movie {movie_id!r} in this room's playlist")
         raise not_found(f"no room {room_id!r}")
     movie_id, position, playing, rate, version, updated_at = row
     state = playback_fields(
@@ -100,13 +113,28 @@ def change_playback(user: Any, room_id: str, action: str, **fields: Any) -> dict
     raise bad_request(f"unknown playback action {action!r}")
 
 
+def lock_room(room_id: str) -> bool:
+    """Lock the room's row until the transaction ends; False when there is no such room.
+
+    Every change to a room's playlist or current movie takes this lock first, then the
+    movies', then the playback's: one order, so two such changes never deadlock.
+    """
+    rooms = Room.objects.select_for_update().filter(pk=room_id)
+    return rooms.values_list("pk", flat=True).first() is not None
+
+
 def set_movie(room_id: str, movie_id: Any, by: Any = None) -> dict[str, Any]:
-    """Make `movie_id` (or nothing, with None) the current movie, paused at 0."""
-    if movie_id is not None and (
-        has_nul(movie_id) or not Movie.objects.filter(pk=movie_id, room_id=room_id).exists()
-    ):
+    """Make `movie_id` (or nothing, with None) the current movie, paused at 0.
+
+    Under the room's lock, as playlist edits: a movie being deleted is either gone (not_found)
+    or still there and then cleared by its deletion; it never stays current once deleted.
+    """
+    if movie_id is not None and (not isinstance(movie_id, str) or has_nul(movie_id)):
         raise not_found(f"no movie {movie_id!r} in this room's playlist")
-    return bump(room_id, {"movie_id": movie_id, "position": 0.0, "playing": False}, by=by)
+    with transaction.atomic():
+        if not lock_room(room_id):
+            raise not_found(f"no room {room_id!r}")
+        return bump(room_id, {"movie_id": movie_id, "position": 0.0, "playing": False}, by=by)
 
 
 def current(room_id: str) -> dict[str, Any]:

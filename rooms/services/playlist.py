@@ -15,7 +15,7 @@ from rooms.models import Movie, PlaybackState, Room
 from rooms.payloads import movie_payload, playlist_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
-from rooms.services.playback import set_movie
+from rooms.services.playback import lock_room, set_movie
 from rooms.services.rooms import has_nul, require_active_member, require_permission
 
 MAX_URL_LENGTH = 2048
@@ -166,6 +166,7 @@ def _bump_and_publish(room_id: str) -> dict[str, Any]:
 
 
 def _movie(room_id: str, movie_id: str) -> Movie:
+    # Locked after the room (lock_room): the playlist's lock order.
     movies = Movie.objects.select_for_update().filter(room_id=room_id)
     movie = None if has_nul(movie_id) else movies.filter(pk=movie_id).first()
     if movie is None:
@@ -181,7 +182,7 @@ def add_movie(
     clean_url = _clean_url(url)
     tracks = clean_subtitles(subtitles)
     with transaction.atomic():
-        Room.objects.select_for_update().filter(pk=room_id).first()
+        lock_room(room_id)
         last = Movie.objects.filter(room_id=room_id).aggregate(m=Max("position"))["m"]
         movie = Movie.objects.create(
             room_id=room_id,
@@ -208,6 +209,7 @@ def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]
             f"cannot change {', '.join(sorted(unknown))}; allowed: url, title, subtitles"
         )
     with transaction.atomic():
+        lock_room(room_id)
         movie = _movie(room_id, movie_id)
         if "url" in changes:
             movie.url = _clean_url(changes["url"])
@@ -226,6 +228,7 @@ def delete_movie(user: Any, room_id: str, movie_id: str) -> None:
     """Remove a movie; if it was playing, the room has no current movie until one is set."""
     require_permission(room_id, user, Permission.DELETE_MOVIE)
     with transaction.atomic():
+        lock_room(room_id)
         movie = _movie(room_id, movie_id)
         was_current = PlaybackState.objects.filter(room_id=room_id, movie_id=movie_id).exists()
         movie.delete()
@@ -240,7 +243,7 @@ def reorder(user: Any, room_id: str, order: Any) -> dict[str, Any]:
     if not isinstance(order, list) or not all(isinstance(item, str) for item in order):
         raise bad_request("order must be a list of movie ids")
     with transaction.atomic():
-        Room.objects.select_for_update().filter(pk=room_id).first()
+        lock_room(room_id)
         by_id = {movie.id: movie for movie in movies(room_id)}
         if len(order) != len(set(order)) or set(order) != set(by_id):
             raise bad_request("order must name every movie of the playlist exactly once")
