@@ -7,7 +7,9 @@ naming the key, the value and what was expected (`ConfigError`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -19,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -26,6 +29,10 @@ ENV_PREFIX = "SYNCTV__"
 ENV_DELIMITER = "__"
 CONFIG_PATH_VARIABLE = "SYNCTV_CONFIG"
 DEFAULT_CONFIG_FILE = "config.yaml"
+# A DNS name: dot-separated labels of letters, digits and inner hyphens.
+HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
+
+ProbeDestination = ipaddress.IPv4Network | ipaddress.IPv6Network | str
 
 
 class ConfigError(Exception):
@@ -140,6 +147,35 @@ class WebSocketConfig(Section):
     chat_history: int = Field(50, ge=0, le=500)
 
 
+def parse_probe_destination(entry: str) -> ProbeDestination:
+    """An allow-list entry: a network (CIDR or one address) or a lower-case host name."""
+    try:
+        return ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        pass
+    name = entry.strip().lower()
+    if len(name) <= 253 and HOST_NAME.fullmatch(name) and not name.replace(".", "").isdigit():
+        return name.rstrip(".")
+    raise ValueError(
+        f"expected CIDR networks such as 192.168.1.0/24 or host names such as media.lan, "
+        f"got {entry!r}"
+    )
+
+
+class JobsConfig(Section):
+    """`jobs:` — background jobs (docs/jobs.md; not in SPEC §2)."""
+
+    # Non-public destinations the movie probe may reach anyway (docs/security.md).
+    probe_allowed_networks: list[str] = []
+
+    @field_validator("probe_allowed_networks")
+    @classmethod
+    def _destinations(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_probe_destination(entry)
+        return value
+
+
 class SyncTVConfig(BaseSettings):
     """The whole configuration of one node."""
 
@@ -158,6 +194,7 @@ class SyncTVConfig(BaseSettings):
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    jobs: JobsConfig = JobsConfig()
 
     @property
     def cluster_mode(self) -> bool:
@@ -269,6 +306,11 @@ def load_config() -> SyncTVConfig:
         return SyncTVConfig()
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:  # a list or mapping variable that is not JSON
+        raise ConfigError(
+            f"invalid configuration: {exc}: expected JSON for a list or mapping, "
+            """e.g. SYNCTV__JOBS__PROBE_ALLOWED_NETWORKS='["192.168.1.0/24"]'"""
+        ) from None
 
 
 def resolve_node_id(config: SyncTVConfig) -> str:

@@ -126,6 +126,9 @@ AUTH_PASSWORD_VALIDATORS = [
     },
 ]
 
+# Non-public hosts the movie probe may reach anyway (rooms/probe.py, docs/security.md).
+SYNCTV_PROBE_ALLOWED_NETWORKS = SYNCTV.jobs.probe_allowed_networks
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_TRUSTED_ORIGINS = [origin for origin in SYNCTV.server.allowed_origins if "://" in origin]

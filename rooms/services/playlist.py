@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.db.models import F, Max
 
-from rooms import jobs
+from rooms import job_queue
 from rooms.errors import bad_request, not_found
 from rooms.models import Movie, PlaybackState, Room
 from rooms.payloads import movie_payload, playlist_payload
@@ -37,6 +37,18 @@ TYPES_BY_SUFFIX = {
     ".mkv": "mkv",
     ".mov": "mov",
 }
+# The movie `type` a Content-Type names, once the probe job has asked the URL (docs/jobs.md).
+TYPES_BY_CONTENT_TYPE = {
+    "video/mp4": "mp4",
+    "video/x-m4v": "mp4",  # the same container, as .m4v is guessed mp4 above
+    "video/webm": "webm",
+    "video/ogg": "ogg",
+    "application/vnd.apple.mpegurl": "hls",
+    "application/x-mpegurl": "hls",
+    "application/dash+xml": "dash",
+    "video/quicktime": "mov",
+    "video/x-matroska": "mkv",
+}
 
 
 def movie_type(url: str) -> str:
@@ -46,6 +58,27 @@ def movie_type(url: str) -> str:
         if path.endswith(suffix):
             return kind
     return "video"
+
+
+def kind_of_content_type(content_type: str) -> str | None:
+    """The movie `type` a Content-Type header names, or None when it is not a video type."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type in TYPES_BY_CONTENT_TYPE:
+        return TYPES_BY_CONTENT_TYPE[media_type]
+    return "video" if media_type.startswith("video/") else None
+
+
+def set_probed_type(room_id: str, movie_id: str, url: str, kind: str) -> bool:
+    """Store the type the probe found, if the movie still has the probed `url`; True if changed.
+
+    A change bumps the playlist version and publishes `playlist`, as any playlist edit.
+    """
+    with transaction.atomic():
+        Room.objects.select_for_update().filter(pk=room_id).first()  # the playlist's lock
+        changed = Movie.objects.filter(pk=movie_id, url=url).exclude(type=kind).update(type=kind)
+        if changed:
+            _bump_and_publish(room_id)
+    return bool(changed)
 
 
 def _clean_url(url: Any, field: str = "url") -> str:
@@ -194,7 +227,7 @@ def add_movie(
             added_by=user,
         )
         _bump_and_publish(room_id)
-        jobs.enqueue_on_commit(jobs.PROBE_MOVIE, movie_id=movie.id)
+        job_queue.enqueue_on_commit(job_queue.PROBE_MOVIE, movie_id=movie.id)
         if PlaybackState.objects.filter(room_id=room_id, movie__isnull=True).exists():
             set_movie(room_id, movie.id, by=user)
     return movie_payload(movie)
@@ -214,7 +247,7 @@ def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]
         if "url" in changes:
             movie.url = _clean_url(changes["url"])
             movie.type = movie_type(movie.url)
-            jobs.enqueue_on_commit(jobs.PROBE_MOVIE, movie_id=movie.id)
+            job_queue.enqueue_on_commit(job_queue.PROBE_MOVIE, movie_id=movie.id)
         if "title" in changes:
             movie.title = _clean_title(changes["title"], movie.url)
         if "subtitles" in changes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.utils import timezone
 
-from rooms import jobs
+from rooms import jobs, probe
 from rooms.models import Movie, Presence, Profile, Room
 from rooms.services import playlist
 from synctv_project.asgi import application
@@ -52,13 +53,16 @@ class Answer:
 class MediaServer:
     """An HTTP server on 127.0.0.1, in a thread, answering each path as told; it records requests."""
 
+    host: str = "127.0.0.1"
     answers: dict[str, Answer] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
+    connections: int = 0  # TCP connections accepted, whether or not a request followed
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> MediaServer:
         """Listen on a free port and serve in a daemon thread."""
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _MediaHandler)
+        server_class = _CountingHTTPServer6 if ":" in self.host else _CountingHTTPServer
+        self.httpd = server_class((self.host, 0), _MediaHandler)
         self.httpd.daemon_threads = True
         self.httpd.media = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(
@@ -67,9 +71,15 @@ class MediaServer:
         self.thread.start()
         return self
 
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self.httpd.server_address[1])
+
     def url(self, path: str) -> str:
         """The address of `path` on this server."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
 
     def stop(self) -> None:
         """Release every held answer and stop serving."""
@@ -80,6 +90,16 @@ class MediaServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+class _CountingHTTPServer(ThreadingHTTPServer):
+    def verify_request(self, request: object, client_address: object) -> bool:
+        self.media.connections += 1  # type: ignore[attr-defined]
+        return True
+
+
+class _CountingHTTPServer6(_CountingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _MediaHandler(BaseHTTPRequestHandler):
@@ -136,6 +156,12 @@ class _MediaHandler(BaseHTTPRequestHandler):
         while not media.stopping.wait(0.05):
             self.wfile.write(b"a")
             self.wfile.flush()
+
+
+@pytest.fixture(autouse=True)
+def probe_may_reach_loopback(settings):
+    """The media servers of these tests listen on 127.0.0.1, which the probe refuses by default."""
+    settings.SYNCTV_PROBE_ALLOWED_NETWORKS = ["127.0.0.1/32"]
 
 
 @pytest.fixture
@@ -245,7 +271,7 @@ async def test_probe_sets_the_type_named_by_the_content_type_and_the_room_hears_
     ],
 )
 def test_content_types_map_to_movie_types(content_type, kind):
-    assert jobs.kind_of_content_type(content_type) == kind
+    assert playlist.kind_of_content_type(content_type) == kind
 
 
 async def test_probe_falls_back_to_a_one_byte_get_when_head_is_refused(jobs_worker, media, room):
@@ -317,7 +343,7 @@ async def test_failed_probe_changes_nothing_and_logs_one_warning(
 async def test_probe_gives_up_at_its_deadline(
     jobs_worker, media, room, job_warnings, monkeypatch, slowness
 ):
-    monkeypatch.setattr(jobs, "PROBE_TIMEOUT_SECS", SHORT_PROBE_TIMEOUT)
+    monkeypatch.setattr(probe, "PROBE_TIMEOUT_SECS", SHORT_PROBE_TIMEOUT)
     if slowness == "never-answers":
         media.answers["/slow.mp4"] = Answer(hold=threading.Event())  # set only at teardown
     else:
@@ -486,3 +512,35 @@ async def test_worker_skips_a_message_of_unknown_type_and_goes_on(
     await until(lambda: movie_type_of(movie) == "ogg", "type ogg")
     [warning] = job_warnings()
     assert "job.unheard_of" in warning.getMessage()
+
+
+async def test_worker_drops_a_job_beyond_its_bound_while_one_runs(media, room, job_warnings):
+    held = threading.Event()
+    media.answers["/held.bin"] = Answer(content_type="video/webm", hold=held)
+    for name in ("a", "b", "c", "marker"):
+        media.answers[f"/{name}.bin"] = Answer(content_type="video/ogg")
+    running = await db(make_movie)(room, media.url("/held.bin"))
+    waiting = [await db(make_movie)(room, media.url(f"/{name}.bin")) for name in ("a", "b", "c")]
+    marker = await db(make_movie)(room, media.url("/marker.bin"))
+    worker = asyncio.create_task(jobs.run_worker(application, capacity=2))
+    try:
+        await jobs.aenqueue(jobs.PROBE_MOVIE, movie_id=running.id)
+        await until(lambda: media.requests, "the first probe running")
+
+        for movie in waiting:  # two wait, the third finds the worker's queue full
+            await jobs.aenqueue(jobs.PROBE_MOVIE, movie_id=movie.id)
+        await until(lambda: job_warnings(), "the dropped job's warning")
+        held.set()
+        await until(lambda: movie_type_of(running) == "webm", "the first probe done")
+        await jobs.aenqueue(jobs.PROBE_MOVIE, movie_id=marker.id)  # runs after the two kept
+        await until(lambda: movie_type_of(marker) == "ogg", "the marker probed")
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await db(connections.close_all)()
+
+    [warning] = job_warnings()
+    assert "dropped" in warning.getMessage() and "2 jobs waiting" in warning.getMessage()
+    paths = [path for _, path, _ in media.requests]
+    assert paths == ["/held.bin", "/a.bin", "/b.bin", "/marker.bin"]
+    assert await db(movie_type_of)(waiting[2]) == "video"

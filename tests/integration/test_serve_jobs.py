@@ -20,6 +20,8 @@ from tests.support.servers import STOP_TIMEOUT, serve_node  # noqa: F401  (fixtu
 pytestmark = pytest.mark.serve
 
 DEADLINE = 10.0  # a probe of 127.0.0.1 takes milliseconds; only a bug makes this matter
+# The media server listens on 127.0.0.1, which the probe refuses unless the node allows it.
+PROBE_LOOPBACK = {"SYNCTV__JOBS__PROBE_ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
 
 
 def poll(condition, what, within=DEADLINE):
@@ -43,7 +45,7 @@ def test_movie_added_over_http_gets_the_type_its_url_answers_with(serve_node, me
     media.answers["/live/stream.bin"] = Answer(content_type="application/vnd.apple.mpegurl")
     owner = make_user("owner")
     room = make_room(owner, "Movie night")
-    node = serve_node()
+    node = serve_node(env=PROBE_LOOPBACK)
 
     with httpx.Client(base_url=node.base_url, headers=owner.auth, timeout=5) as http:
         added = http.post(
@@ -77,7 +79,7 @@ def test_node_stops_cleanly_while_a_probe_is_in_flight(serve_node, media):  # no
     media.answers["/stuck.bin"] = Answer(content_type="video/webm", hold=held)
     owner = make_user("owner")
     room = make_room(owner, "Movie night")
-    node = serve_node()
+    node = serve_node(env=PROBE_LOOPBACK)
     added = httpx.post(
         f"{node.base_url}/api/rooms/{room.id}/movies",
         json={"url": media.url("/stuck.bin")},
