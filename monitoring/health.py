@@ -1,8 +1,13 @@
-"""Liveness (`/health`) and readiness (`/ready`) views, SPEC §5."""
+"""Liveness (`/health`) and readiness (`/ready`) views, SPEC §5.
+
+What a node's registry entry says of its host (`address`, `pid`) is for staff only: anyone
+may ask /ready, so others get the nodes' ids and liveness, not where they run.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -13,6 +18,8 @@ from cluster.registry import known_nodes
 from monitoring.apps import STARTED_AT
 
 draining = False
+# Registry fields shown to staff only (a node's host and process).
+STAFF_ONLY_NODE_FIELDS = frozenset({"address", "pid"})
 
 
 def mark_draining() -> None:
@@ -56,6 +63,20 @@ def redis_status() -> str:
     return status() if callable(status) else "degraded"
 
 
+def _is_staff(request: HttpRequest) -> bool:
+    # Sync, in a thread: the session's user is loaded through the sync backend path.
+    user = request.user
+    return bool(user.is_active and user.is_staff)
+
+
+def nodes_for(staff: bool) -> list[dict[str, Any]]:
+    """The registry's nodes; without their addresses and pids unless `staff`."""
+    nodes = known_nodes()
+    if staff:
+        return nodes
+    return [{k: v for k, v in node.items() if k not in STAFF_ONLY_NODE_FIELDS} for node in nodes]
+
+
 async def ready(request: HttpRequest) -> JsonResponse:
     """200 when this node can serve rooms; 503 when the database is down or it is draining."""
     database_ok = await sync_to_async(_database_ok, thread_sensitive=False)()
@@ -68,7 +89,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
     body: dict = {"status": "ready" if is_ready else "not_ready", "checks": checks}
     if settings.SYNCTV.cluster_mode:
         body["node_id"] = settings.SYNCTV_NODE_ID
-        body["nodes"] = known_nodes()
+        body["nodes"] = nodes_for(staff=await sync_to_async(_is_staff)(request))
     if draining:
         body["draining"] = True
     return JsonResponse(body, status=200 if is_ready else 503)

@@ -1,7 +1,8 @@
 """JSON logging context: every line carries node_id and, where known, room/connection/user ids.
 
 Ids live in a context variable, so each WebSocket connection (its own asyncio task) and
-each request logs with its own ids without passing them around.
+each request logs with its own ids without passing them around. `RedactingFilter` keeps
+passwords of Redis and database URLs (and secret query parameters) out of every line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+from synctv_project.redaction import redact_secrets
 
 LOG_FIELDS = ("room_id", "connection_id", "user_id", "correlation_id")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -37,6 +40,38 @@ class ContextFilter(logging.Filter):
         record.node_id = getattr(settings, "SYNCTV_NODE_ID", "")
         for key, value in (log_context.get() or {}).items():
             setattr(record, key, value)
+        return True
+
+
+# The attributes every LogRecord has; any other attribute came from `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+_plain_formatter = logging.Formatter()
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces URL passwords and secret parameters by **** in the message, extras and traceback.
+
+    The record is rewritten in place (message formatted, traceback turned into text), so
+    every formatter after it, JSON or console, writes the redacted text only.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always keeps the record; only redacts it."""
+        record.msg = redact_secrets(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = _plain_formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_secrets(record.stack_info)
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, key, redact_secrets(value))
         return True
 
 

@@ -25,6 +25,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from synctv_project.redaction import redact_secrets
+
 ENV_PREFIX = "SYNCTV__"
 ENV_DELIMITER = "__"
 CONFIG_PATH_VARIABLE = "SYNCTV_CONFIG"
@@ -33,6 +35,13 @@ DEFAULT_CONFIG_FILE = "config.yaml"
 HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
 
 ProbeDestination = ipaddress.IPv4Network | ipaddress.IPv6Network | str
+
+
+class _Shown(str):
+    """A value already written as it should be shown (its repr is itself)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 class ConfigError(Exception):
@@ -253,9 +262,10 @@ def _expected_keys(path: tuple[Any, ...]) -> str:
 
 def _check_env_keys(environ: dict[str, str]) -> None:
     """Refuse `SYNCTV__...` variables that name no key (pydantic-settings would ignore them)."""
-    for name, value in environ.items():
+    for name, raw in environ.items():
         if not name.upper().startswith(ENV_PREFIX):
             continue
+        value = _Shown(redact_secrets(repr(raw)))
         parts = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
         model: Any = SyncTVConfig
         for depth, part in enumerate(parts):
@@ -263,11 +273,11 @@ def _check_env_keys(environ: dict[str, str]) -> None:
             key = ".".join(parts[: depth + 1])
             if part not in fields:
                 expected = _expected_keys(tuple(parts[:depth]))
-                raise ConfigError(f"{name}={value!r}: unknown key {key!r}; {expected}")
+                raise ConfigError(f"{name}={value}: unknown key {key!r}; {expected}")
             annotation = fields[part].annotation
             if depth < len(parts) - 1 and not _is_section(annotation):
                 variable = ENV_PREFIX + ENV_DELIMITER.join(parts[: depth + 1]).upper()
-                raise ConfigError(f"{name}={value!r}: {key!r} has no sub-keys; expected {variable}")
+                raise ConfigError(f"{name}={value}: {key!r} has no sub-keys; expected {variable}")
             model = annotation
 
 
@@ -288,7 +298,7 @@ def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
-        value = item.get("input")
+        value = _Shown(redact_secrets(repr(item.get("input"))))
         if item["type"] == "extra_forbidden":
             expected = _expected_keys(tuple(item["loc"][:-1]))
             problems.append(f"{key} = {value!r}: unknown key; {expected}")

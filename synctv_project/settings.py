@@ -155,7 +155,10 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "monitoring.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "monitoring.logging.ContextFilter"},
+        "redact": {"()": "monitoring.logging.RedactingFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -168,7 +171,7 @@ LOGGING = {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": SYNCTV.logging.format,
-            "filters": ["context"],
+            "filters": ["context", "redact"],
         },
     },
     "root": {"handlers": ["stderr"], "level": SYNCTV.logging.level},
