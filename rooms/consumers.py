@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 RECONNECT_MIN_MS = 500
 RECONNECT_MAX_MS = 3000
 PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
+# RFC 6455's "internal error": the socket failed to join; clients reconnect (SPEC §4).
+CLOSE_INTERNAL_ERROR = 1011
 
 
 def _offered_sink(scope: dict[str, Any], layer: Any) -> Sink | None:
@@ -151,14 +153,35 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
             return
         self.admitted = True
+        # From here on the socket holds a slot, groups and (soon) a presence row: a failure
+        # before the snapshot gives all three back, or they would outlive the socket.
+        try:
+            joined = await self._join_room(membership)
+        except Exception:
+            logger.exception("socket could not join the room")
+            await self._leave_room()
+            await self._close(CLOSE_INTERNAL_ERROR)
+            return
+        except BaseException:  # cancelled (the server stopping): still give them back
+            await self._leave_room()
+            raise
+        if not joined:
+            await self._leave_room()
+            await self.close_with(CloseCode.ROOM_NOT_FOUND, f"no room {self.room_id!r}")
+            return
+        timeouts.sweeper().watch(self)
+        logger.info("socket joined room")
+
+    async def _join_room(self, membership: Any) -> bool:
+        """Join the room's groups and presence, then send the snapshot; False when the room
+        is gone."""
         self._attach_fast_lane()
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
         # Written and read together with the other sockets joining now (rooms/joins.py).
         shared = await joins.batcher().join(self.connection_id, self.room_id, self.user.id)
         if shared is None:
-            await self.close_with(CloseCode.ROOM_NOT_FOUND, f"no room {self.room_id!r}")
-            return
+            return False
         head = {
             "type": "snapshot",
             "server_time": now_ms(),
@@ -169,8 +192,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=snapshot_text(head, shared))
         if self.sink is not None:
             self.sink.release()  # room events since group_add follow the snapshot
-        timeouts.sweeper().watch(self)
-        logger.info("socket joined room")
+        return True
 
     def _attach_fast_lane(self) -> None:
         """Room events to be written straight to this socket, when server and layer can."""
@@ -190,14 +212,28 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Leave groups, forget presence and free the connection slot."""
         if not self.admitted:
             return
+        await self._leave_room()
+        logger.info("socket left room", extra={"close_code": code})
+
+    async def _leave_room(self) -> None:
+        """Give back what admission took: the slot, the fast lane, the groups and the
+        presence row. Once only; each step runs even when one before it failed."""
+        if not self.admitted:
+            return
         self.admitted = False
         connection_manager().release(str(self.user.id), self.room_id)
         if self.sink is not None:
             self.channel_layer.detach_sink(self.channel_name)
         for group in self._groups():
-            await self.channel_layer.group_discard(group, self.channel_name)
-        await joins.batcher().leave(self.connection_id, self.room_id)
-        logger.info("socket left room", extra={"close_code": code})
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                logger.exception("socket could not leave group %s", group)
+        try:
+            await joins.batcher().leave(self.connection_id, self.room_id)
+        except Exception:
+            # The node's rows are cleared at its next start or shutdown (presence.clear_node).
+            logger.exception("socket's presence could not be forgotten")
 
     async def close_with(self, code: CloseCode, message: str, reason: str | None = None) -> None:
         """Send the `error` that explains a 4xxx close, then close."""

@@ -26,6 +26,8 @@ _POSITION_NOW_SQL = (
 )
 _COLUMNS = ("movie_id", "position", "playing", "rate")
 _TABLE = PlaybackState._meta.db_table
+# A longer id names no movie, and PostgreSQL refuses to write it into movie_id at all.
+_MOVIE_ID_LENGTH = Movie._meta.get_field("id").max_length or 0
 # A movie becomes current only if it is in the room's playlist when the UPDATE runs.
 _MOVIE_IN_ROOM_SQL = (
     f" AND EXISTS (SELECT 1 FROM {Movie._meta.db_table} WHERE id = %s AND room_id = %s)"
@@ -129,7 +131,9 @@ def set_movie(room_id: str, movie_id: Any, by: Any = None) -> dict[str, Any]:
     Under the room's lock, as playlist edits: a movie being deleted is either gone (not_found)
     or still there and then cleared by its deletion; it never stays current once deleted.
     """
-    if movie_id is not None and (not isinstance(movie_id, str) or has_nul(movie_id)):
+    if movie_id is not None and (
+        not isinstance(movie_id, str) or has_nul(movie_id) or len(movie_id) > _MOVIE_ID_LENGTH
+    ):
         raise not_found(f"no movie {movie_id!r} in this room's playlist")
     with transaction.atomic():
         if not lock_room(room_id):

@@ -163,6 +163,16 @@ async def test_set_movie_to_an_unknown_id_gets_not_found(socket):
     await socket.ping()
 
 
+@pytest.mark.parametrize("length", [17, 32])
+async def test_set_movie_to_an_id_longer_than_any_movie_id_gets_not_found(socket, length):
+    # Found by tests/fuzz/test_ws_frames.py: PostgreSQL refused to write such an id into
+    # movie_id ("value too long"), and the client got server_error.
+    await socket.send({"type": "set_movie", "movie_id": "m" * length, "req_id": "long"})
+
+    await socket.expect_error(ErrorCode.NOT_FOUND, req_id="long")
+    await socket.ping()
+
+
 async def test_set_movie_to_another_rooms_movie_gets_not_found(socket):
     def other_rooms_movie():
         stranger = make_user()
