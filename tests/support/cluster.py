@@ -42,6 +42,8 @@ def cluster_env(redis_server: RedisServer, transactional_db: None) -> dict[str, 
         # Tests send bursts from one socket; flood control has tests of its own.
         "SYNCTV__WEBSOCKET__RATE_LIMIT_PER_SEC": "1000",
         "SYNCTV__WEBSOCKET__RATE_LIMIT_BURST": "1000",
+        # The tests' media servers listen on loopback, which the probe refuses by default.
+        "SYNCTV__JOBS__PROBE_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
     }
 
 
