@@ -185,6 +185,15 @@ class JobsConfig(Section):
         return value
 
 
+class SecurityConfig(Section):
+    """`security:` — HTTP hardening that depends on the deployment (docs/security.md)."""
+
+    # True only when every request reaches the node through a TLS proxy that sets
+    # X-Forwarded-Proto itself (overwriting what a client sent), and the node's port is
+    # reachable by that proxy alone: then a request with `X-Forwarded-Proto: https` is TLS.
+    behind_tls_proxy: bool = False
+
+
 class SyncTVConfig(BaseSettings):
     """The whole configuration of one node."""
 
@@ -204,6 +213,7 @@ class SyncTVConfig(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     jobs: JobsConfig = JobsConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @property
     def cluster_mode(self) -> bool:

@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "monitoring.logging.CorrelationIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "synctv_project.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -129,8 +130,21 @@ AUTH_PASSWORD_VALIDATORS = [
 # Non-public hosts the movie probe may reach anyway (rooms/probe.py, docs/security.md).
 SYNCTV_PROBE_ALLOWED_NETWORKS = SYNCTV.jobs.probe_allowed_networks
 
+# Browser-side hardening (docs/security.md). The CSP comes from SecurityHeadersMiddleware;
+# these are Django's own headers, set explicitly (most are its defaults).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"  # room URLs never leak to movie hosts
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Behind a TLS proxy (security.behind_tls_proxy): its X-Forwarded-Proto says the request
+# was HTTPS, and the cookies of such requests get Secure (SecurityHeadersMiddleware). Safe
+# only when the proxy overwrites the header and clients cannot reach the node directly.
+if SYNCTV.security.behind_tls_proxy:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = False  # static/synctv/api.js reads it to send X-CSRFToken
 CSRF_TRUSTED_ORIGINS = [origin for origin in SYNCTV.server.allowed_origins if "://" in origin]
 
 LANGUAGE_CODE = "en-us"
