@@ -3,9 +3,16 @@
 It publishes `{"node_id", "message_id", "timestamp", "event"}` envelopes, keeps one pub/sub
 connection subscribed to `{prefix}broadcast`, `{prefix}node:{node}` and the
 `{prefix}room:{id}:events` of every room with local members, and hands what other nodes
-publish to the local hub. It never lets a Redis error reach a consumer: a failure marks the
-bridge degraded (local delivery goes on), it reconnects with backoff, resubscribes, and then
-calls `on_recovered` so the rooms it serves are resynced from the database.
+publish to the local hub. Room events are also appended to the room's Redis Stream
+(cluster/streams.py). It never lets a Redis error reach a consumer: a failure marks the
+bridge degraded (local delivery goes on) and it reconnects with a short backoff. Back
+online, it catches up (docs/cluster.md, "Convergence after an outage"):
+
+- the events of its rooms that it missed are read back from their streams and applied in
+  order; a room whose stream no longer reaches back that far is re-read from the database
+  (`on_recovered`);
+- every room that changed on this side while it was cut off is announced with a `refresh`
+  event, on which every other node with members there re-reads it from the database.
 """
 
 from __future__ import annotations
@@ -18,13 +25,13 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
-
-from channels.exceptions import ChannelFull
+from typing import Any, NamedTuple
 
 from cluster.dedup import MessageDeduplicator
 from cluster.hub import LocalHub, Message
+from cluster.queues import QueueChannels
 from cluster.redis_target import RedisTarget, open_client, open_subscriber
+from cluster.streams import APPEND_SCRIPT, RoomStreams, StreamSettings
 from monitoring.metrics import (
     EVENTS_DEDUPLICATED,
     EVENTS_RECEIVED,
@@ -39,31 +46,29 @@ SUBSCRIBE_TIMEOUT_SECS = 2.0
 POLL_SECS = 0.5  # how long one read of the pub/sub connection waits
 PING_AFTER_SECS = 1.0  # silence after which the subscriber pings Redis
 DEAD_AFTER_SECS = 3.0  # silence (no message, no pong) after which Redis counts as hung
-BACKOFF_FIRST_SECS = 1.0
-BACKOFF_MAX_SECS = 30.0
+# Reconnect attempts: the first at once-ish, then at most every 2 s (plus the connect
+# timeout), so a node is back within seconds of Redis; one attempt is one connection.
+BACKOFF_FIRST_SECS = 0.5
+BACKOFF_MAX_SECS = 2.0
 OUTBOX_SIZE = 10_000
 BATCH_SIZE = 500
-QUEUE_POP_SECS = 1
 CLOSE_TIMEOUT_SECS = 1.0
-
-# Atomically: drop expired messages at the old end, refuse a full list, else push.
-PUSH_SCRIPT = """
-while true do
-  local oldest = redis.call('LINDEX', KEYS[1], -1)
-  if not oldest or cjson.decode(oldest)['expires'] >= tonumber(ARGV[1]) then break end
-  redis.call('RPOP', KEYS[1])
-end
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
-redis.call('LPUSH', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return redis.call('LLEN', KEYS[1])
-"""
 
 Recovered = Callable[[set[str], int], Coroutine[Any, Any, None]]
 
 
+class Outgoing(NamedTuple):
+    """One envelope waiting to be published; `room` names the stream it is appended to."""
+
+    channel: str
+    data: str
+    room: str | None
+    timestamp_ms: int
+
+
 class RedisBridge:
-    """Cross-node delivery through Redis pub/sub, and queue channels through Redis lists."""
+    """Cross-node delivery through Redis pub/sub, and queue channels through Redis lists
+    (`queues`, cluster/queues.py)."""
 
     def __init__(
         self,
@@ -74,6 +79,7 @@ class RedisBridge:
         node_token: str,
         dedup_window_secs: float,
         on_recovered: Recovered | None = None,
+        streams: StreamSettings | None = None,
     ) -> None:
         self.target = target
         self.hub = hub
@@ -90,12 +96,16 @@ class RedisBridge:
         self.degraded_since_ms: int | None = None
         self.watched: dict[str, int] = {}  # room pub/sub channel → local groups using it
         self._confirmations: dict[str, asyncio.Event] = {}
-        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_SIZE)
+        self.streams = RoomStreams(key_prefix, streams or StreamSettings())
+        # Rooms whose events were dropped while cut off → the earliest dropped event's time.
+        self.changed_while_cut: dict[str, int] = {}
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_SIZE)
         self._failed = asyncio.Event()
         self._up = asyncio.Event()
-        self._fetchers: dict[str, asyncio.Task[None]] = {}
+        self.queues = QueueChannels(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncs: set[asyncio.Task[None]] = set()
+        self._refreshes: dict[str, int] = {}  # rooms announced by other nodes → since (ms)
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -109,13 +119,13 @@ class RedisBridge:
 
     async def close(self) -> None:
         """Stop every task and close the connections."""
-        tasks = [*self._tasks, *self._fetchers.values(), *self._resyncs]
+        tasks = [*self._tasks, *self.queues.fetchers.values(), *self._resyncs]
         for task in tasks:
             task.cancel()
         if tasks:
             # Bounded: a task stuck inside the Redis client must not hang the shutdown.
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_SECS)
-        self._tasks, self._fetchers = [], {}
+        self._tasks, self.queues.fetchers = [], {}
         await self._drop_connections()
 
     def status(self) -> str:
@@ -131,67 +141,103 @@ class RedisBridge:
     def publish_group(self, group: str, message: Message, room_id: str | None) -> None:
         """Send a group message to the other nodes: on its room's channel, or to every node.
 
-        Never blocks; dropped while degraded. The layer's routing function names the room.
+        Never blocks. While degraded the event is dropped and its room remembered: the room
+        is announced for a refresh once Redis is back. The layer's routing names the room.
         """
-        channel = (
-            f"{self.prefix}room:{room_id}:events" if room_id is not None else self.broadcast_channel
-        )
-        self._enqueue(channel, {"group": group, "message": message})
+        self._enqueue(self._room_channel(room_id), {"group": group, "message": message}, room_id)
 
     def publish_to_node(self, node_token: str, channel: str, message: Message) -> None:
-        """Send a message to one channel of another node."""
+        """Send a message to one channel of another node (dropped while degraded)."""
         self._enqueue(f"{self.prefix}node:{node_token}", {"channel": channel, "message": message})
 
-    def _enqueue(self, channel: str, event: dict[str, Any]) -> None:
+    def _room_channel(self, room_id: str | None) -> str:
+        if room_id is None:
+            return self.broadcast_channel
+        return f"{self.prefix}room:{room_id}:events"
+
+    def _enqueue(self, channel: str, event: dict[str, Any], room_id: str | None = None) -> None:
+        now_ms = int(time.time() * 1000)
         if not self.healthy:
-            return  # the resync after reconnecting brings every room up to date
+            self._missed(room_id, now_ms)
+            return
         envelope = {
             "node_id": self.node_id,
             "message_id": uuid.uuid4().hex,
-            "timestamp": int(time.time() * 1000),
+            "timestamp": now_ms,
             "event": event,
         }
+        data = json.dumps(envelope, separators=(",", ":"))
         try:
-            self._outbox.put_nowait((channel, json.dumps(envelope, separators=(",", ":"))))
+            self._outbox.put_nowait(Outgoing(channel, data, room_id, now_ms))
         except asyncio.QueueFull:
+            self._missed(room_id, now_ms)
             self._fail(RuntimeError("publish backlog full"))
+
+    def _missed(self, room_id: str | None, timestamp_ms: int) -> None:
+        """An event of this room never reached Redis: the room is announced once back."""
+        if room_id is not None:
+            since = self.changed_while_cut.get(room_id, timestamp_ms)
+            self.changed_while_cut[room_id] = min(since, timestamp_ms)
 
     async def _run_publisher(self) -> None:
         while True:
             batch = [await self._outbox.get()]
             while len(batch) < BATCH_SIZE and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
-            if not self.healthy:
-                continue
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT_SECS):
-                    if len(batch) == 1:
-                        await self.publisher.publish(*batch[0])
-                    else:
-                        pipe = self.publisher.pipeline(transaction=False)
-                        for channel, data in batch:
-                            pipe.publish(channel, data)
-                        await pipe.execute()
-            except Exception as exc:
-                self._fail(exc)
+            if self.healthy:
+                try:
+                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECS):
+                        await self._send(batch)
+                    continue
+                except Exception as exc:
+                    self._fail(exc)
+            for item in batch:
+                self._missed(item.room, item.timestamp_ms)
+
+    async def _send(self, batch: list[Outgoing]) -> None:
+        """Publish a batch in order; room events through the stream script.
+
+        Not in a Redis Cluster: a room's stream would live on its slot's master, which may be
+        down while pub/sub works through any node. There, a node back from a cut re-reads
+        its rooms from the database (`streams.missed` trusts no id without a run_id).
+        """
+        pipe = self.publisher.pipeline(transaction=False)
+        for item in batch:
+            if item.room is None or self.target.kind == "cluster":
+                pipe.publish(item.channel, item.data)
+            else:
+                key = self.streams.key(item.room)
+                pipe.eval(APPEND_SCRIPT, 1, key, *self.streams.append_args(item.data, item.channel))
+        await pipe.execute()
 
     # --- subscriptions --------------------------------------------------------------
 
     async def watch(self, room_id: str) -> None:
         """A local group of this room exists: receive the room's events from other nodes."""
-        channel = f"{self.prefix}room:{room_id}:events"
+        channel = self._room_channel(room_id)
         self.watched[channel] = self.watched.get(channel, 0) + 1
-        if self.watched[channel] == 1 and self.healthy:
-            await self._subscribe([channel])
+        if self.watched[channel] > 1:
+            return
+        self.streams.applied[room_id] = None  # unknown until the stream is read
+        if not self.healthy:
+            return
+        if self.target.kind != "cluster":  # (no streams in a Redis Cluster: see _send)
+            # Where the room's stream stands before subscribing: after a cut, what came
+            # later is read back from there.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
+                    await self.streams.start_watching(self.client, room_id)
+        await self._subscribe([channel])
 
     async def unwatch(self, room_id: str) -> None:
         """A local group of this room is gone; unsubscribe when it was the last."""
-        channel = f"{self.prefix}room:{room_id}:events"
+        channel = self._room_channel(room_id)
         count = self.watched.get(channel, 0) - 1
         if count > 0:
             self.watched[channel] = count
             return
         self.watched.pop(channel, None)
+        self.streams.forget(room_id)
         if self.healthy and self.pubsub is not None:
             try:
                 async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
@@ -224,8 +270,7 @@ class RedisBridge:
 
     def rooms(self) -> set[str]:
         """Rooms with local members (their channels are subscribed while healthy)."""
-        start = len(f"{self.prefix}room:")
-        return {channel[start : -len(":events")] for channel in self.watched}
+        return {room for channel in self.watched if (room := self._room_of(channel))}
 
     # --- the subscriber: connect, read, reconnect -----------------------------------
 
@@ -233,9 +278,10 @@ class RedisBridge:
         attempt = 0
         while True:
             try:
-                await self._connect()
+                server_id = await self._connect()
                 attempt = 0
-                self._mark_healthy()
+                outage_started = self._mark_healthy()
+                await self._catch_up(server_id, outage_started)
                 await self._read_until_failure()
             except asyncio.CancelledError:
                 raise
@@ -246,13 +292,46 @@ class RedisBridge:
             attempt += 1
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> str | None:
+        """Connect and subscribe; return the server's run_id (None for a Redis Cluster)."""
         self._failed.clear()
         self.client = open_client(self.target)
         self.publisher = await open_subscriber(self.target, self.client)
         self.pubsub = self.publisher.pubsub()
         channels = [self.broadcast_channel, self.node_channel, *self.watched]
         await self._subscribe(channels, read_here=True)
+        if self.target.kind == "cluster":
+            return None  # many servers: stream ids are not compared across a reconnect
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
+            info = await self.client.info("server")
+        return str(info.get("run_id")) or None
+
+    async def _catch_up(self, server_id: str | None, outage_started: int | None) -> None:
+        """Back after a cut: apply what the rooms' streams kept, re-read the rest from the
+        database, and announce the rooms that changed here meanwhile."""
+        if outage_started is not None:
+            rooms = self.rooms()
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS + len(rooms) / 100):
+                catchup = await self.streams.missed(self.client, server_id, rooms)
+            for room_id, stream_id, data in catchup.entries:
+                self._on_envelope(self._room_channel(room_id), data, stream_id)
+            logger.info(
+                "Redis is back: caught up",
+                extra={
+                    "rooms": len(rooms),
+                    "replayed_events": len(catchup.entries),
+                    "reread_rooms": len(catchup.reread),
+                },
+            )
+            if catchup.reread:
+                self._resync(catchup.reread, outage_started)
+        self.streams.server_id = server_id
+        changed, self.changed_while_cut = self.changed_while_cut, {}
+        if changed:
+            since = min(changed.values())
+            for room_id in changed:
+                event = {"refresh": room_id, "since_ms": since}
+                self._enqueue(self._room_channel(room_id), event, room_id)
 
     async def _read_until_failure(self) -> None:
         loop = asyncio.get_running_loop()
@@ -285,7 +364,7 @@ class RedisBridge:
         elif kind == "message":
             self._on_envelope(channel, message["data"])
 
-    def _on_envelope(self, channel: str, data: bytes) -> None:
+    def _on_envelope(self, channel: str, data: bytes | str, stream_id: str | None = None) -> None:
         envelope = _envelope(data)
         if envelope is None:
             # Anything on Redis could publish here: a bad message must not end the
@@ -293,15 +372,45 @@ class RedisBridge:
             logger.warning("dropped a malformed message", extra={"redis_channel": channel})
             return
         event, message_id = envelope["event"], envelope["message_id"]
+        room_id = self._room_of(channel)
+        if room_id is not None:
+            self.streams.saw(room_id, stream_id or envelope.get("stream_id"))
         if envelope.get("node_id") == self.node_id or not self.dedup.first_sighting(message_id):
             EVENTS_DEDUPLICATED.labels(node=self.node_id).inc()
             return
         EVENTS_RECEIVED.labels(node=self.node_id).inc()
         REDIS_PUBSUB_MESSAGES.labels(channel=self._channel_kind(channel)).inc()
-        if "group" in event:
+        if "refresh" in event:
+            if room_id is not None and room_id == event["refresh"] and channel in self.watched:
+                self._refresh_later(room_id, event["since_ms"])
+        elif "group" in event:
             self.hub.fan_out(event["group"], event["message"])
         elif "channel" in event:
             self.hub.put(event["channel"], event["message"])
+
+    def _room_of(self, channel: str) -> str | None:
+        start, end = f"{self.prefix}room:", ":events"
+        if channel.startswith(start) and channel.endswith(end):
+            return channel[len(start) : -len(end)]
+        return None
+
+    def _refresh_later(self, room_id: str, since_ms: int) -> None:
+        """Another node changed this room while cut off: re-read it from the database, with
+        the other rooms announced in the same moment."""
+        first = not self._refreshes
+        self._refreshes[room_id] = min(since_ms, self._refreshes.get(room_id, since_ms))
+        if first:
+            asyncio.get_running_loop().call_soon(self._start_refreshes)
+
+    def _start_refreshes(self) -> None:
+        pending, self._refreshes = self._refreshes, {}
+        self._resync(set(pending), min(pending.values()))
+
+    def _resync(self, room_ids: set[str], since_ms: int) -> None:
+        if self.on_recovered is not None and room_ids:
+            task = asyncio.create_task(self.on_recovered(room_ids, since_ms))
+            self._resyncs.add(task)
+            task.add_done_callback(self._resyncs.discard)
 
     def _channel_kind(self, channel: str) -> str:
         if channel == self.broadcast_channel:
@@ -318,7 +427,8 @@ class RedisBridge:
             self._mark_degraded(exc)
         self._failed.set()
 
-    def _count_error(self, exc: BaseException) -> None:
+    def count_error(self, exc: BaseException) -> None:
+        """A Redis command failed without the connection being in doubt."""
         REDIS_CONNECTION_ERRORS.labels(node=self.node_id).inc()
         logger.debug("Redis command failed", extra={"error": repr(exc)})
 
@@ -333,18 +443,13 @@ class RedisBridge:
         self.healthy = False
         self._up.clear()
 
-    def _mark_healthy(self) -> None:
+    def _mark_healthy(self) -> int | None:
+        """Connected again: return when the outage started (None if there was none)."""
         outage_started = self.degraded_since_ms
         self.healthy = True
         self._up.set()
         self.degraded_since_ms = None
-        if outage_started is None:
-            return
-        logger.info("Redis is back: resyncing rooms", extra={"rooms": len(self.watched)})
-        if self.on_recovered is not None:
-            task = asyncio.create_task(self.on_recovered(self.rooms(), outage_started))
-            self._resyncs.add(task)
-            task.add_done_callback(self._resyncs.discard)
+        return outage_started
 
     async def _drop_connections(self) -> None:
         for closing in (self.pubsub, self.publisher, self.client):
@@ -355,69 +460,11 @@ class RedisBridge:
                     await closing.aclose()
         self.pubsub = self.publisher = self.client = None
 
-    # --- queue channels (not process-specific): Redis lists -------------------------
 
-    def _list_key(self, channel: str) -> str:
-        return f"{self.prefix}channel:{channel}"
-
-    async def push(self, channel: str, message: Message, capacity: int, expiry: float) -> None:
-        """Queue a message for whichever process receives on `channel` first."""
-        now = time.time()
-        data = json.dumps({"expires": now + expiry, "message": message})
-        try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
-                await self._up.wait()  # a node just starting: give it its first connection
-            async with asyncio.timeout(PUBLISH_TIMEOUT_SECS):
-                queued = await self.client.eval(
-                    PUSH_SCRIPT, 1, self._list_key(channel), now, capacity, data, int(expiry) + 1
-                )
-        except Exception as exc:
-            # Counted, not a reason to drop pub/sub: in a Redis Cluster one master down
-            # refuses key commands while pub/sub works; a dead server the subscriber notices.
-            self._count_error(exc)
-            raise ChannelFull(f"{channel}: Redis unavailable") from exc
-        if queued < 0:
-            raise ChannelFull(channel)
-
-    def ensure_fetcher(self, channel: str) -> None:
-        """Pull the channel's next message from Redis into the local queue, in the background.
-
-        receive() waits on the local queue, so cancelling it never loses a popped message.
-        """
-        task = self._fetchers.get(channel)
-        if task is None or task.done():
-            self._fetchers[channel] = asyncio.create_task(self._fetch_one(channel))
-
-    async def _fetch_one(self, channel: str) -> None:
-        key = self._list_key(channel)
-        while True:
-            await self._up.wait()
-            try:
-                item = await self.client.brpop([key], timeout=QUEUE_POP_SECS)
-            except Exception as exc:
-                self._count_error(exc)
-                await asyncio.sleep(QUEUE_POP_SECS)
-                continue
-            if item is None:
-                continue
-            payload = json.loads(item[1])
-            if payload["expires"] >= time.time():
-                self.hub.put(channel, payload["message"])
-                if not self.hub.has_waiting_receivers(channel):
-                    return  # take no more than this process is waiting for
-
-    async def flush(self) -> None:
-        """Delete this prefix's queue lists (tests and tools)."""
-        if self.client is None:
-            return
-        async for key in self.client.scan_iter(match=f"{self.prefix}channel:*"):
-            await self.client.delete(key)
-
-
-def _envelope(data: bytes) -> dict[str, Any] | None:
-    """A received envelope, or None unless it has the shape `publish_group` and
-    `publish_to_node` give it: a string message_id, and an event naming a string group or
-    channel with a message that has a string type."""
+def _envelope(data: bytes | str) -> dict[str, Any] | None:
+    """A received envelope, or None unless it has the shape the bridge gives it: a string
+    message_id, and an event naming a string group or channel with a message that has a
+    string type, or a `refresh` of a room with an integer `since_ms`."""
     try:
         envelope = json.loads(data)
     except ValueError:
@@ -427,6 +474,10 @@ def _envelope(data: bytes) -> dict[str, Any] | None:
     event = envelope.get("event")
     if not isinstance(event, dict):
         return None
+    if "refresh" in event:
+        since = event.get("since_ms")
+        valid = isinstance(since, int) and not isinstance(since, bool)
+        return envelope if valid and isinstance(event["refresh"], str) else None
     message = event.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return None

@@ -31,6 +31,7 @@ from cluster.bridge import RedisBridge
 from cluster.fastlane import Sink, text_frame
 from cluster.hub import Inbox, LocalHub, Message
 from cluster.redis_target import RedisTarget, parse_redis_url
+from cluster.streams import StreamSettings
 from monitoring.metrics import EVENT_DELIVERY_DURATION
 
 NODE_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -77,6 +78,8 @@ class ClusterChannelLayer(BaseChannelLayer):
         on_recovered: str = "",
         routing: str = "",
         fastlane_types: Iterable[str] = ("room.event",),
+        stream_max_events: int = 1000,
+        stream_max_age_secs: float = 600,
         **kwargs: Any,
     ) -> None:
         if capacity < 1:
@@ -97,6 +100,7 @@ class ClusterChannelLayer(BaseChannelLayer):
         # Process-specific channel names end in `!<node token>`, so a send can be routed.
         self.node_token = "".join(c if c in NODE_TOKEN_CHARS else "_" for c in self.node_id)
         self.dedup_window_secs = dedup_window_secs
+        self.streams = StreamSettings(stream_max_events, stream_max_age_secs)
         self.on_recovered = on_recovered  # dotted path of `async def f(room_ids, since_ms)`
         self.route: Callable[[str], Route] = (
             import_string(routing) if routing else broadcast_everything
@@ -159,6 +163,7 @@ class ClusterChannelLayer(BaseChannelLayer):
                 node_token=self.node_token,
                 dedup_window_secs=self.dedup_window_secs,
                 on_recovered=import_string(self.on_recovered) if self.on_recovered else None,
+                streams=self.streams,
             )
             bridge.start()
         return bridge
@@ -188,14 +193,14 @@ class ClusterChannelLayer(BaseChannelLayer):
         elif "!" in channel:
             bridge.publish_to_node(channel.partition("!")[2], channel, message)
         else:
-            await bridge.push(channel, message, self.get_capacity(channel), self.expiry)
+            await bridge.queues.push(channel, message, self.get_capacity(channel), self.expiry)
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on a channel; safe to cancel, nothing is lost."""
         self.require_valid_channel_name(channel)
         bridge = self.bridge
         if bridge is not None and not self._is_local(channel):
-            bridge.ensure_fetcher(channel)
+            bridge.queues.ensure_fetcher(channel)
         return await self.hub.get(channel)
 
     async def new_channel(self, prefix: str = "specific.") -> str:
@@ -245,7 +250,7 @@ class ClusterChannelLayer(BaseChannelLayer):
         self.hub.clear()
         bridge = self.bridge
         if bridge is not None:
-            await bridge.flush()
+            await bridge.queues.flush()
 
     async def close(self) -> None:
         """Stop the running loop's Redis bridge, if any."""

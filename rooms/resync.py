@@ -1,9 +1,10 @@
-"""Resync after a Redis outage: bring this node's sockets up to the database's state.
+"""Re-reading rooms from the database: bring this node's sockets up to PostgreSQL's state.
 
-While Redis was unreachable, events published on other nodes did not reach this one. When
-the bridge is back it calls `resync_rooms` with the rooms that have sockets here; for each
+The Redis bridge calls `resync_rooms` (its `on_recovered`) for rooms whose missed events it
+cannot read back from their Redis Streams after a cut (docs/cluster.md, "Convergence after
+an outage"), and for rooms another node announces it changed while it was cut off. For each
 room the state is read once from PostgreSQL and handed to the local sockets only (every
-other node resyncs its own). Clients keep the highest playback/playlist version and ignore
+other node does its own). Clients keep the highest playback/playlist version and ignore
 chat ids they already have, so the frames are safe to repeat.
 """
 
@@ -18,7 +19,7 @@ from django.conf import settings
 
 from rooms.codes import CloseCode
 from rooms.models import ChatMessage, Membership, Presence, Room
-from rooms.payloads import chat_payload
+from rooms.payloads import chat_payload, room_payload
 from rooms.permissions import MemberStatus
 from rooms.services import playback, playlist, presence
 from rooms.services.events import close_message, event_message, member_group, room_group
@@ -31,12 +32,14 @@ CHAT_MARGIN_MS = 5_000
 
 def room_catch_up(room_id: str, since_ms: int, node_id: str) -> list[tuple[str, dict[str, Any]]]:
     """(group, layer message) pairs that bring this node's sockets of a room up to date."""
-    if not Room.objects.filter(pk=room_id).exists():
+    room = Room.objects.select_related("created_by__synctv_profile").filter(pk=room_id).first()
+    if room is None:
         deleted = {"type": "room_deleted", "room_id": room_id}
         message = close_message(deleted, CloseCode.ROOM_NOT_FOUND, "the room was deleted")
         return [(room_group(room_id), message)]
     online, viewers = presence.online(room_id)
     frames: list[dict[str, Any]] = [
+        {"type": "room", "room": room_payload(room, viewers)},
         {"type": "playback", "playback": playback.current(room_id), "by": None},
         {"type": "playlist", "playlist": playlist.playlist(room_id)},
         {"type": "presence", "online": online, "viewer_count": viewers},

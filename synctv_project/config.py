@@ -117,6 +117,10 @@ class ClusterConfig(Section):
     dedup_window_secs: int = Field(60, ge=1)
     connection_limits: ConnectionLimits = ConnectionLimits()
     shutdown_grace_secs: int = Field(30, ge=0)
+    # Each room's Redis Stream of events (not in SPEC §2; docs/cluster.md): how many events
+    # and how many seconds of them a node cut off from Redis can read back afterwards.
+    event_stream_max_events: int = Field(1000, ge=10)
+    event_stream_max_age_secs: int = Field(600, ge=10)
 
 
 class LoggingConfig(Section):

@@ -116,6 +116,8 @@ CHANNEL_LAYERS = {
             "dedup_window_secs": SYNCTV.cluster.dedup_window_secs,
             "on_recovered": "rooms.resync.resync_rooms",
             "routing": "rooms.services.events.route_group",
+            "stream_max_events": SYNCTV.cluster.event_stream_max_events,
+            "stream_max_age_secs": SYNCTV.cluster.event_stream_max_age_secs,
         },
     }
 }

@@ -61,3 +61,40 @@ async def test_malformed_messages_on_redis_are_dropped_and_delivery_goes_on(tmp_
             for layer in (sender, receiver):
                 await layer.flush()
                 await layer.close()
+
+
+MALFORMED_QUEUE_ITEMS = [
+    b"not json",
+    b"[]",
+    json.dumps({"message": {"type": "t"}}).encode(),  # no expiry
+    json.dumps({"expires": "soon", "message": {"type": "t"}}).encode(),
+    json.dumps({"expires": True, "message": {"type": "t"}}).encode(),
+    json.dumps({"expires": 9e12, "message": "text"}).encode(),
+    json.dumps({"expires": 9e12, "message": {"no": "type"}}).encode(),
+]
+
+
+async def test_malformed_items_in_a_queue_list_are_dropped_and_the_queue_goes_on(tmp_path):
+    with RedisServer(tmp_path).start() as server:
+        prefix = f"malformed-{uuid.uuid4().hex[:8]}:"
+        sender = ClusterChannelLayer(redis_url=server.url, key_prefix=prefix, node_id="sender")
+        worker = ClusterChannelLayer(redis_url=server.url, key_prefix=prefix, node_id="worker")
+        client = server.client()
+        try:
+            # At the old end, where both the push script and the fetcher look first.
+            client.rpush(f"{prefix}channel:synctv.test", *MALFORMED_QUEUE_ITEMS)
+            await sender.send("synctv.test", {"type": "job.first"})
+            client.rpush(f"{prefix}channel:synctv.test", *MALFORMED_QUEUE_ITEMS)
+            async with asyncio.timeout(DEADLINE):
+                first = await worker.receive("synctv.test")
+            await sender.send("synctv.test", {"type": "job.second"})
+            async with asyncio.timeout(DEADLINE):
+                second = await worker.receive("synctv.test")
+
+            assert first == {"type": "job.first"}
+            assert second == {"type": "job.second"}
+            assert client.llen(f"{prefix}channel:synctv.test") == 0
+        finally:
+            for layer in (sender, worker):
+                await layer.flush()
+                await layer.close()

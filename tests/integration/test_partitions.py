@@ -1,0 +1,153 @@
+"""Convergence after a partition (issue 8, point 1): real nodes, a real Redis, a TCP proxy.
+
+One node reaches Redis through a `PartitionProxy`, the other directly. While the proxy is
+cut, both sides change playback and chat, and one renames the room; after the heal every client holds the
+database's playback, both sides' chat and the new name within 5 s. The node that was cut reads what it
+missed from the room's Redis Stream; the other re-reads the room from PostgreSQL because
+the cut node announces it. With Redis killed and restarted empty (streams lost), both
+re-read from PostgreSQL. Each test prints its heal-to-converged time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.test_cluster_faults import (
+    chat_lines,
+    database_version,
+    eventually,
+    redis_check,
+)
+from tests.support.clients import as_guest, bearer, create_room, http_client, room_client
+from tests.support.cluster import cluster, cluster_env  # noqa: F401
+from tests.support.proxy import partition_proxy  # noqa: F401
+from tests.support.redis_servers import redis_server  # noqa: F401
+from tests.support.servers import serve_node  # noqa: F401
+
+pytestmark = pytest.mark.serve
+
+CONVERGED_WITHIN = 5.0  # from the heal (or the restart) to every client up to date
+DETECT_DEADLINE = 8.0  # a cut is noticed after 3 s of silence, a kill at once
+
+
+async def _is_degraded(http) -> bool:
+    return await redis_check(http) == "degraded"
+
+
+RENAMED = "Renamed during the cut"
+
+
+def _converged(client, version: int, lines: set[str]) -> bool:
+    renamed = any(frame["room"]["name"] == RENAMED for frame in client.of_type("room"))
+    return renamed and client.highest_version() == version and lines <= set(chat_lines(client))
+
+
+def _kept_state(client) -> dict:
+    """The playback a client keeps: the highest version it has seen (replays come late)."""
+    frames = [client.snapshot["playback"]] + [f["playback"] for f in client.of_type("playback")]
+    return max(frames, key=lambda playback: playback["version"])
+
+
+async def _cut_both_sides_and_converge(a, b, cut, heal, degraded) -> tuple[float, dict]:
+    """Both nodes' clients change the room while `cut()` holds; return the time from
+    `heal()` to every client converged, and what the clients saw."""
+    async with http_client(a) as http_a, http_client(b) as http_b:
+        alice = await as_guest(http_a, "Alice")
+        bob = await as_guest(http_b, "Bob")
+        room = await create_room(http_a, alice)
+        async with (
+            room_client(a, room["id"], alice, "alice@a") as on_a,
+            room_client(b, room["id"], bob, "bob@b") as on_b,
+        ):
+            await on_a.wait_for("presence", lambda frame: frame["viewer_count"] == 2)
+            first = await on_a.request({"type": "seek", "position": 1.0})
+            await on_b.wait_for_version(first["version"])
+
+            cut()
+            for http in degraded(http_a, http_b):
+                await eventually(lambda http=http: _is_degraded(http), "degraded", DETECT_DEADLINE)
+            seek = await on_a.request({"type": "seek", "position": 42.0})
+            rate = await on_b.request({"type": "rate", "rate": 1.5})
+            chat_a = await on_a.request({"type": "chat", "text": "from A during the cut"})
+            chat_b = await on_b.request({"type": "chat", "text": "from B during the cut"})
+            renamed = await http_a.patch(
+                f"/api/rooms/{room['id']}", json={"name": RENAMED}, headers=bearer(alice)
+            )
+            assert renamed.status_code == 200, renamed.text
+            assert {seek["type"], rate["type"], chat_a["type"], chat_b["type"]} == {"ack"}
+            version = await database_version(room["id"])
+            lines = {"from A during the cut", "from B during the cut"}
+
+            healed = time.monotonic()
+            heal()
+            for client in (on_a, on_b):
+                await client.wait_until(
+                    lambda client=client: _converged(client, version, lines),
+                    "the database's playback, both sides' chat and the new name",
+                    within=CONVERGED_WITHIN + 5.0,
+                )
+            took = time.monotonic() - healed
+            seen = {
+                "a_chat": [f["message"]["text"] for f in on_a.of_type("chat")],
+                "b_chat": [f["message"]["text"] for f in on_b.of_type("chat")],
+                "a_state": _kept_state(on_a),
+                "b_state": _kept_state(on_b),
+            }
+    return took, seen
+
+
+@pytest.mark.parametrize("behind_proxy", ["first node", "second node"])
+async def test_after_a_partition_between_one_node_and_redis_both_sides_converge(
+    cluster,  # noqa: F811
+    redis_server,  # noqa: F811
+    partition_proxy,  # noqa: F811
+    behind_proxy,
+):
+    proxy = partition_proxy(redis_server.port)
+    via_proxy = {"SYNCTV__REDIS__URL": proxy.url}
+    if behind_proxy == "first node":
+        (a,) = cluster(1, env=via_proxy)
+        (b,) = cluster(1)
+    else:
+        (a,) = cluster(1)
+        (b,) = cluster(1, env=via_proxy)
+
+    def degraded(http_a, http_b):
+        return [http_a] if behind_proxy == "first node" else [http_b]
+
+    took, seen = await _cut_both_sides_and_converge(a, b, proxy.cut, proxy.heal, degraded)
+    print(f"\nheal to converged ({behind_proxy} cut off): {took:.2f} s")
+
+    assert took < CONVERGED_WITHIN
+    assert seen["a_state"]["position"] >= 42.0 and seen["a_state"]["rate"] == 1.5
+    assert seen["b_state"]["position"] >= 42.0 and seen["b_state"]["rate"] == 1.5
+    cut_side = "a_chat" if behind_proxy == "first node" else "b_chat"
+    other_side = "b_chat" if cut_side == "a_chat" else "a_chat"
+    # The cut node got the other side's chat from the stream: once, and nothing twice.
+    assert len(seen[cut_side]) == len(set(seen[cut_side]))
+    other_line = "from B during the cut" if cut_side == "a_chat" else "from A during the cut"
+    assert seen[cut_side].count(other_line) == 1
+    assert other_line in seen[other_side]
+
+
+async def test_after_redis_restarts_empty_both_nodes_converge_from_the_database(
+    cluster,  # noqa: F811
+    redis_server,  # noqa: F811
+):
+    a, b = cluster(2)
+
+    def degraded(http_a, http_b):
+        return [http_a, http_b]
+
+    took, seen = await _cut_both_sides_and_converge(
+        a, b, redis_server.kill, redis_server.restart, degraded
+    )
+    print(f"\nrestart to converged (Redis restarted empty): {took:.2f} s")
+
+    assert took < CONVERGED_WITHIN
+    for side in ("a_state", "b_state"):
+        assert seen[side]["position"] >= 42.0 and seen[side]["rate"] == 1.5
+    for side in ("a_chat", "b_chat"):
+        assert {"from A during the cut", "from B during the cut"} <= set(seen[side])
