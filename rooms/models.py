@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import secrets
 import string
+from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.signals import pre_save
+from django.dispatch import receiver
 
 from rooms.permissions import MemberStatus, Role
 
@@ -34,11 +37,31 @@ class Profile(models.Model):
 
 
 class AuthToken(models.Model):
-    """A bearer token; only its SHA-256 is stored."""
+    """A bearer token; only its SHA-256 is stored. Valid until `expires_at` (fixed at issue),
+    logout, or the next change of its user's password."""
 
     key_hash = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(USER_MODEL, on_delete=models.CASCADE, related_name="synctv_tokens")
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+
+@receiver(pre_save, sender=USER_MODEL)
+def revoke_tokens_on_password_change(
+    sender: Any, instance: Any, raw: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    """Any change of a password (the API, the admin, `changepassword`, a shell) revokes every
+    bearer token of that account; Django's session hash already ends its sessions."""
+    if (
+        raw
+        or instance.pk is None
+        or (update_fields is not None and "password" not in update_fields)
+    ):
+        return
+    stored = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True)
+    old_hash = stored.first()
+    if old_hash is not None and old_hash != instance.password:
+        AuthToken.objects.filter(user_id=instance.pk).delete()
 
 
 class Room(models.Model):

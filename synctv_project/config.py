@@ -25,7 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from synctv_project.redaction import redact_secrets
+from synctv_project.redaction import redacted_repr
 
 ENV_PREFIX = "SYNCTV__"
 ENV_DELIMITER = "__"
@@ -35,13 +35,6 @@ DEFAULT_CONFIG_FILE = "config.yaml"
 HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
 
 ProbeDestination = ipaddress.IPv4Network | ipaddress.IPv6Network | str
-
-
-class _Shown(str):
-    """A value already written as it should be shown (its repr is itself)."""
-
-    def __repr__(self) -> str:
-        return str(self)
 
 
 class ConfigError(Exception):
@@ -142,6 +135,40 @@ class MetricsConfig(Section):
     per_user_labels: bool = True
 
 
+THROTTLE_RATE = re.compile(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)")
+
+
+class ThrottleConfig(Section):
+    """`auth.throttle:` — tries per client address (and per username for login) on the
+    sign-in endpoints, as `N/s`, `N/min`, `N/hour` or `N/day` (docs/api.md)."""
+
+    enabled: bool = True
+    login_per_ip: str = "10/min"
+    login_per_username: str = "5/min"
+    signup_per_ip: str = "5/min"
+    guest_per_ip: str = "20/min"
+    password_per_ip: str = "10/min"
+
+    @field_validator(
+        "login_per_ip", "login_per_username", "signup_per_ip", "guest_per_ip", "password_per_ip"
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not THROTTLE_RATE.fullmatch(value):
+            raise ValueError("expected a rate such as 10/min (per s, sec, m, min, h, hour, d, day)")
+        return value
+
+
+class AuthConfig(Section):
+    """`auth:` — bearer token lifetime, sign-in throttling, and how many reverse proxies
+    stand in front of the node (not in SPEC §2; docs/api.md)."""
+
+    token_lifetime_days: int = Field(30, ge=1, le=3650)
+    # X-Forwarded-For is believed only this many hops deep; 0: the peer address is the client.
+    num_proxies: int = Field(0, ge=0, le=10)
+    throttle: ThrottleConfig = ThrottleConfig()
+
+
 class WebSocketConfig(Section):
     """`websocket:` — per-connection flood protection (not in SPEC §2; documented in docs/)."""
 
@@ -215,6 +242,7 @@ class SyncTVConfig(BaseSettings):
     cluster: ClusterConfig = ClusterConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    auth: AuthConfig = AuthConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     jobs: JobsConfig = JobsConfig()
     security: SecurityConfig = SecurityConfig()
@@ -279,7 +307,7 @@ def _check_env_keys(environ: dict[str, str]) -> None:
     for name, raw in environ.items():
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        value = _Shown(redact_secrets(repr(raw)))
+        value = redacted_repr(raw)
         parts = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
         model: Any = SyncTVConfig
         for depth, part in enumerate(parts):
@@ -312,7 +340,7 @@ def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
-        value = _Shown(redact_secrets(repr(item.get("input"))))
+        value = redacted_repr(item.get("input"))
         if item["type"] == "extra_forbidden":
             expected = _expected_keys(tuple(item["loc"][:-1]))
             problems.append(f"{key} = {value!r}: unknown key; {expected}")

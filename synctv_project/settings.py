@@ -147,6 +147,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = False  # static/synctv/api.js reads it to send X-CSRFToken
+# Error pages and reports (server.debug) mask URL passwords in settings and frame variables.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "monitoring.logging.RedactingExceptionReporterFilter"
 CSRF_TRUSTED_ORIGINS = [origin for origin in SYNCTV.server.allowed_origins if "://" in origin]
 
 LANGUAGE_CODE = "en-us"
@@ -167,6 +169,16 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
+
+# Accounts (docs/api.md): sessions are checked by our backend too, so an expired guest's
+# cookie signs nobody in; bearer tokens expire; the sign-in endpoints are throttled, the
+# counters kept in this node's cache (LocMem: per node, nothing shared between nodes).
+AUTHENTICATION_BACKENDS = ["rooms.services.accounts.AccountBackend"]
+SYNCTV_TOKEN_LIFETIME_DAYS = SYNCTV.auth.token_lifetime_days
+SYNCTV_THROTTLE_RATES = (
+    SYNCTV.auth.throttle.model_dump(exclude={"enabled"}) if SYNCTV.auth.throttle.enabled else {}
+)
+NINJA_NUM_PROXIES = SYNCTV.auth.num_proxies
 
 LOGGING = {
     "version": 1,

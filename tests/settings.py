@@ -10,6 +10,9 @@ os.environ.setdefault("SYNCTV__DATABASE__URL", "postgresql://postgres@127.0.0.1:
 os.environ.setdefault("SYNCTV__SERVER__SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("SYNCTV__LOGGING__FORMAT", "console")
 os.environ.setdefault("SYNCTV__LOGGING__LEVEL", "WARNING")
+# The suite signs in far more often than people do, here and in the nodes it starts (they
+# inherit this environment); tests/integration/test_throttling.py turns the limits back on.
+os.environ.setdefault("SYNCTV__AUTH__THROTTLE__ENABLED", "false")
 
 from synctv_project.settings import *  # noqa: E402, F403
 

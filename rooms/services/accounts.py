@@ -8,7 +8,9 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -19,19 +21,51 @@ from rooms.errors import ServiceError, bad_request
 from rooms.models import AuthToken, Membership, Presence, Profile
 from rooms.services.rooms import has_nul
 
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+MIN_PASSWORD_LENGTH = 8  # as AUTH_PASSWORD_VALIDATORS' MinimumLengthValidator
 MAX_PASSWORD_LENGTH = 256
+MAX_GUEST_NAME_LENGTH = 64
 GUEST_LIFETIME = timedelta(days=7)
+# What str.split() and str.strip() treat as whitespace, spelt out so that the OpenAPI schema
+# (ECMA regex), pydantic (Rust regex) and Python agree on what a blank name is.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A name people can see: at least one character that is not whitespace, and no NUL.
+VISIBLE_NAME_PATTERN = rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
 
 
 def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+class AccountBackend(ModelBackend):
+    """Django's model backend, except that a guest past its lifetime is nobody: its session
+    cookie no longer signs it in, over HTTP or on a WebSocket (both ask `get_user`)."""
+
+    def user_can_authenticate(self, user: Any) -> bool:
+        """An active account, and not a guest past its lifetime."""
+        return bool(super().user_can_authenticate(user)) and not is_expired_guest(user)
+
+    def get_user(self, user_id: Any) -> Any | None:
+        """The session's user with its profile (one query), or None if it may not sign in."""
+        user_model = get_user_model()
+        users = user_model._default_manager.select_related("synctv_profile")
+        found = users.filter(pk=user_id).first()
+        return found if found is not None and self.user_can_authenticate(found) else None
+
+
+SESSION_BACKEND = f"{AccountBackend.__module__}.{AccountBackend.__qualname__}"
+
+
+def token_lifetime() -> timedelta:
+    """How long a bearer token is valid from when it is issued (`auth.token_lifetime_days`)."""
+    return timedelta(days=settings.SYNCTV_TOKEN_LIFETIME_DAYS)
+
+
 def issue_token(user: Any) -> str:
-    """A new bearer token for `user`; only its hash is kept."""
+    """A new bearer token for `user`, valid for token_lifetime(); only its hash is kept."""
     raw = secrets.token_urlsafe(32)
-    AuthToken.objects.create(user=user, key_hash=_token_hash(raw))
+    expires_at = timezone.now() + token_lifetime()
+    AuthToken.objects.create(user=user, key_hash=_token_hash(raw), expires_at=expires_at)
     return raw
 
 
@@ -41,12 +75,13 @@ def revoke_token(raw: str) -> None:
 
 
 def user_for_token(raw: str) -> Any | None:
-    """The active user a bearer token belongs to, or None (unknown token, expired guest)."""
+    """The active user a bearer token belongs to, or None (unknown or expired token, expired
+    guest)."""
     if not _token_shaped(raw):
         return None
     token = (
         AuthToken.objects.select_related("user", "user__synctv_profile")
-        .filter(key_hash=_token_hash(raw))
+        .filter(key_hash=_token_hash(raw), expires_at__gt=timezone.now())
         .first()
     )
     if token is None or not _can_sign_in(token.user):
@@ -57,12 +92,16 @@ def user_for_token(raw: str) -> Any | None:
 def member_by_token(raw: str, room_id: str) -> Membership | None:
     """The membership in `room_id` of the active user a bearer token belongs to, with user
     and profile, in one query: a member reconnecting is admitted on this alone. None for
-    anyone else (not a member yet, unknown token, expired guest)."""
+    anyone else (not a member yet, unknown or expired token, expired guest)."""
     if not _token_shaped(raw) or has_nul(room_id):
         return None
     membership = (
         Membership.objects.select_related("user__synctv_profile")
-        .filter(room_id=room_id, user__synctv_tokens__key_hash=_token_hash(raw))
+        .filter(
+            room_id=room_id,
+            user__synctv_tokens__key_hash=_token_hash(raw),
+            user__synctv_tokens__expires_at__gt=timezone.now(),
+        )
         .first()
     )
     if membership is None or not _can_sign_in(membership.user):
@@ -92,22 +131,17 @@ def _clean_name(name: Any, what: str) -> str:
         raise bad_request(f"{what} must be a non-empty string")
     if has_nul(name):
         raise bad_request(f"{what} must not contain NUL characters")
-    cleaned = " ".join(name.split())
-    if len(cleaned) > 64:
-        raise bad_request(f"{what} must be at most 64 characters")
-    return cleaned
+    if len(name) > MAX_GUEST_NAME_LENGTH:
+        raise bad_request(f"{what} must be at most {MAX_GUEST_NAME_LENGTH} characters")
+    return " ".join(name.split())
 
 
 def signup(username: str, password: str) -> Any:
     """Create an account; 409 if the name is taken."""
-    if not USERNAME_PATTERN.match(username or ""):
+    # fullmatch: `$` alone would let a trailing newline through.
+    if not isinstance(username, str) or not re.fullmatch(USERNAME_PATTERN, username):
         raise bad_request("username must be 3 to 32 characters: letters, digits, '_', '.' or '-'")
-    if not password or len(password) > MAX_PASSWORD_LENGTH:
-        raise bad_request(f"password must be 8 to {MAX_PASSWORD_LENGTH} characters")
-    try:
-        validate_password(password)
-    except ValidationError as exc:
-        raise bad_request(" ".join(exc.messages)) from None
+    _check_new_password(password)
     user_model = get_user_model()
     try:
         with transaction.atomic():
@@ -118,6 +152,31 @@ def signup(username: str, password: str) -> Any:
     except IntegrityError:
         raise ServiceError(ErrorCode.CONFLICT, f"the username {username!r} is taken") from None
     return user
+
+
+def _check_new_password(password: Any, user: Any = None) -> None:
+    if not isinstance(password, str) or not (
+        MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH
+    ):
+        raise bad_request(
+            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+        )
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise bad_request(" ".join(exc.messages)) from None
+
+
+def change_password(user: Any, old_password: str, new_password: str) -> None:
+    """Check the old password and set the new one. Saving it revokes every bearer token of the
+    account (rooms.models) and Django's session hash ends its other sessions."""
+    if not user.has_usable_password():
+        raise bad_request("a guest account has no password to change")
+    if not isinstance(old_password, str) or not user.check_password(old_password):
+        raise ServiceError(ErrorCode.FORBIDDEN, "the old password is wrong")
+    _check_new_password(new_password, user)
+    user.set_password(new_password)
+    user.save()
 
 
 def login(username: str, password: str) -> Any:
@@ -150,11 +209,13 @@ def create_guest(name: str) -> Any:
 
 
 def prune_expired_guests() -> int:
-    """Delete the guest accounts past their lifetime; returns how many went.
+    """Delete the guest accounts past their lifetime, and every expired bearer token; returns
+    how many guests went.
 
     A guest with a socket still open is kept (deleting it would pull rows from under a live
     consumer); a later run prunes it once it has left.
     """
+    AuthToken.objects.filter(expires_at__lte=timezone.now()).delete()
     user_model = get_user_model()
     expired = user_model.objects.filter(
         synctv_profile__is_guest=True, synctv_profile__expires_at__lt=timezone.now()
