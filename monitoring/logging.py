@@ -16,8 +16,10 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.safestring import SafeString, mark_safe
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
-from synctv_project.redaction import redact_secrets
+from synctv_project.redaction import redact_secrets, redacted_repr
 
 LOG_FIELDS = ("room_id", "connection_id", "user_id", "correlation_id")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -73,6 +75,60 @@ class RedactingFilter(logging.Filter):
             if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
                 setattr(record, key, redact_secrets(value))
         return True
+
+
+def _redacted(value: Any) -> Any:
+    """A setting's or a frame variable's value as an error report may show it."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if value is None or isinstance(value, (bool, int, float, dict, list, tuple)) or callable(value):
+        return value  # nothing to mask, or a container whose items were cleansed one by one
+    shown = redacted_repr(value)
+    return value if shown == repr(value) else shown
+
+
+class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's error page and error reports, with URL passwords masked in every value.
+
+    Django hides settings whose name looks secret (`*PASSWORD*`, `*KEY*`); a Redis or
+    database URL is in `SYNCTV` and `CHANNEL_LAYERS` under names that do not.
+    """
+
+    def cleanse_setting(self, key: Any, value: Any) -> Any:
+        """Django's cleansing, then secrets in the value masked."""
+        return _redacted(super().cleanse_setting(key, value))
+
+    def get_traceback_frame_variables(self, request: Any, tb_frame: Any) -> Any:
+        """A frame's local variables, with secrets in their values masked."""
+        variables = super().get_traceback_frame_variables(request, tb_frame)
+        return [(name, _redacted(value)) for name, value in variables]
+
+
+class RedactingExceptionReporter(ExceptionReporter):
+    """Django's error report (the debug page, error mails) with every secret in it masked:
+    the exception's text and the request's query string too, not only settings and frames."""
+
+    def get_traceback_data(self) -> dict[str, Any]:
+        """Django's report data, with query parameters named like secrets (token) masked."""
+        data = super().get_traceback_data()
+        if "request_GET_items" in data:
+            hidden = self.filter.hidden_settings
+            substitute = self.filter.cleansed_substitute
+            data["request_GET_items"] = [
+                (name, substitute if hidden.search(name) else value)
+                for name, value in data["request_GET_items"]
+            ]
+        return data
+
+    # Masking only replaces characters of a URL's password or a parameter's value with
+    # asterisks, so a safe report stays safe.
+    def get_traceback_html(self) -> SafeString:
+        """The HTML report, redacted."""
+        return mark_safe(redact_secrets(super().get_traceback_html()))
+
+    def get_traceback_text(self) -> SafeString:
+        """The plain-text report, redacted."""
+        return mark_safe(redact_secrets(super().get_traceback_text()))
 
 
 def _clean_request_id(raw: str | None) -> str:

@@ -25,7 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from synctv_project.redaction import redact_secrets
+from synctv_project.redaction import redacted_repr
 
 ENV_PREFIX = "SYNCTV__"
 ENV_DELIMITER = "__"
@@ -35,13 +35,6 @@ DEFAULT_CONFIG_FILE = "config.yaml"
 HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
 
 ProbeDestination = ipaddress.IPv4Network | ipaddress.IPv6Network | str
-
-
-class _Shown(str):
-    """A value already written as it should be shown (its repr is itself)."""
-
-    def __repr__(self) -> str:
-        return str(self)
 
 
 class ConfigError(Exception):
@@ -314,7 +307,7 @@ def _check_env_keys(environ: dict[str, str]) -> None:
     for name, raw in environ.items():
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        value = _Shown(redact_secrets(repr(raw)))
+        value = redacted_repr(raw)
         parts = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
         model: Any = SyncTVConfig
         for depth, part in enumerate(parts):
@@ -347,7 +340,7 @@ def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
-        value = _Shown(redact_secrets(repr(item.get("input"))))
+        value = redacted_repr(item.get("input"))
         if item["type"] == "extra_forbidden":
             expected = _expected_keys(tuple(item["loc"][:-1]))
             problems.append(f"{key} = {value!r}: unknown key; {expected}")

@@ -18,9 +18,21 @@ _SECRET_PARAMETER = re.compile(
 )
 
 
+class Shown(str):
+    """Text already written as it should be shown: its repr is itself (no quotes added)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def redact_secrets(text: str) -> str:
     """`text` with URL passwords and secret parameters replaced by ****."""
     if "=" not in text and "@" not in text:
         return text  # the common case: nothing that could be a secret
     text = _URL_PASSWORD.sub(rf"\g<keep>:{MASK}@", text)
     return _SECRET_PARAMETER.sub(rf"\g<keep>{MASK}", text)
+
+
+def redacted_repr(value: object) -> Shown:
+    """`repr(value)` with its secrets masked, to show in place of the value."""
+    return Shown(redact_secrets(repr(value)))

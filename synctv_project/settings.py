@@ -147,6 +147,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = False  # static/synctv/api.js reads it to send X-CSRFToken
+# Error pages and reports (server.debug) mask URL passwords in settings and frame variables.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "monitoring.logging.RedactingExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "monitoring.logging.RedactingExceptionReporter"
 CSRF_TRUSTED_ORIGINS = [origin for origin in SYNCTV.server.allowed_origins if "://" in origin]
 
 LANGUAGE_CODE = "en-us"

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import logging.config
+import sys
 import time
 import uuid
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils.module_loading import import_string
 
 from synctv_project.config import ConfigError, load_config
 from synctv_project.redaction import redact_secrets
@@ -153,3 +155,28 @@ def test_a_refused_url_in_the_configuration_is_shown_without_its_password(monkey
 
     assert PASSWORD not in str(error.value)
     assert "mysql://synctv:****@db/synctv" in str(error.value)
+
+
+def test_the_error_page_masks_url_passwords_in_settings_and_frame_variables(settings, rf):
+    redis_url = f"redis://:{PASSWORD}@redis.internal:6379/0"
+    config = settings.SYNCTV
+    settings.SYNCTV = config.model_copy(
+        update={"redis": config.redis.model_copy(update={"url": redis_url})}
+    )
+    settings.SYNCTV_EXTRA_BACKEND = {"CONFIG": {"redis_url": redis_url}}  # a nested setting
+    database_url = f"postgresql://synctv:{PASSWORD}@db.internal/synctv"
+
+    try:
+        raise ConnectionError(f"cannot reach the database at {database_url}")
+    except ConnectionError:
+        reporter = import_string(settings.DEFAULT_EXCEPTION_REPORTER)(
+            rf.get("/r/abc?token=" + PASSWORD), *sys.exc_info()
+        )
+        page = reporter.get_traceback_html()
+        text = reporter.get_traceback_text()
+
+    assert database_url in locals().values()  # the frame variable the page shows
+    for report in (page, text):
+        assert PASSWORD not in report
+        assert "postgresql://synctv:****@db.internal/synctv" in report
+    assert "redis://:****@redis.internal:6379/0" in page  # settings are on the HTML page
