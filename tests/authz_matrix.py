@@ -1,4 +1,5 @@
-"""Who may do what: every HTTP action of SPEC §3 and WebSocket action of SPEC §4, by role.
+"""Who may do what: every HTTP action of SPEC §3 (and /api/auth/password) and WebSocket
+action of SPEC §4, by role.
 
 The one declaration of authorization that tests/integration/test_authz_matrix.py tries
 cell by cell against the real application. Each cell is the outcome a caller in that role
@@ -120,6 +121,14 @@ HTTP_ACTIONS: tuple[HttpAction, ...] = (
         {"anonymous": 200, "member": 200},
         {"name": "Visitor"},
         reason=ACCOUNT_CREATION_REASON,
+    ),
+    HttpAction(
+        "change_password",
+        "POST",
+        "/api/auth/password",
+        {"member": 200, "guest": 400, "anonymous": 401},  # a guest has no password
+        {"old_password": "correct-horse-9", "new_password": "another-horse-10"},
+        reason="about the caller's own account, not a room: one account of each kind",
     ),
     HttpAction("logout", "POST", "/api/auth/logout", outcomes(204)),
     HttpAction("me", "GET", "/api/me", signed_in_only(outcomes(200))),

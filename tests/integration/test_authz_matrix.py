@@ -27,8 +27,8 @@ from tests.support.ws import next_req_id, socket_pool  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
-# A client address per HTTP cell (TEST-NET-2), so that per-address sign-in throttling
-# counts each cell alone.
+# A client address per HTTP cell (TEST-NET-2): were sign-in throttling on (tests/settings.py
+# turns it off), each cell would be counted alone.
 _addresses = itertools.count(1)
 
 
