@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection
 from typing import Any
 
 from cluster.fastlane import Sink
 
 OVERFLOW_MESSAGE_TYPE = "channel.overflow"
+# How many `receipt` values a group remembers (a re-read after an outage skips those).
+RECEIPTS_PER_GROUP = 1000
 
 Message = dict[str, Any]
 # A fast-lane message's ready WebSocket frame, or None for a message that takes the queue.
@@ -95,6 +98,8 @@ class LocalHub:
         self._frame_of = frame_of
         self._on_fast_delivered = on_fast_delivered
         self._next_sweep = clock() + expiry
+        # group → the `receipt` values of the last messages it was handed (see fan_out).
+        self._receipts: dict[str, deque[Any]] = {}
 
     def put(self, channel: str, message: Message) -> bool:
         """Queue a message for one channel; False if the channel is full (nothing queued)."""
@@ -121,6 +126,9 @@ class LocalHub:
         members = self._groups.get(group)
         if not members:
             return 0
+        receipt = message.get("receipt")
+        if receipt is not None:
+            self._receipt_log(group).append(receipt)
         now = self._tick()
         joined_before = now - self._group_expiry
         deadline = now + self._expiry
@@ -204,6 +212,17 @@ class LocalHub:
                 if waiter in queue.waiters:
                     queue.waiters.remove(waiter)
 
+    def _receipt_log(self, group: str) -> deque[Any]:
+        log = self._receipts.get(group)
+        if log is None:
+            log = self._receipts[group] = deque(maxlen=RECEIPTS_PER_GROUP)
+        return log
+
+    def receipts(self, group: str) -> Collection[Any]:
+        """The `receipt` values of the latest messages fanned out to this group (at most
+        RECEIPTS_PER_GROUP, while the group exists): what its members were already given."""
+        return tuple(self._receipts.get(group, ()))
+
     def add(self, group: str, channel: str) -> bool:
         """Add (or refresh) a channel's membership; True if this created the group."""
         members = self._groups.get(group)
@@ -231,6 +250,7 @@ class LocalHub:
         if members:
             return False
         del self._groups[group]
+        self._receipts.pop(group, None)
         return True
 
     def is_member(self, channel: str) -> bool:
@@ -247,6 +267,7 @@ class LocalHub:
         queues = list(self._queues.values())
         self._queues.clear()
         self._groups.clear()
+        self._receipts.clear()
         self._memberships.clear()
         self._sinks.clear()
         self._inboxes.clear()

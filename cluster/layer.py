@@ -20,7 +20,7 @@ import asyncio
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, NamedTuple
 
 from channels.exceptions import ChannelFull
@@ -240,6 +240,11 @@ class ClusterChannelLayer(BaseChannelLayer):
             route = self.route(group)
             if not route.local_only:
                 bridge.publish_group(group, message, route.room)
+
+    def receipts(self, group: str) -> Collection[Any]:
+        """The `receipt` values of the latest messages this node handed to a group's members
+        (a message may carry one; the resync after an outage skips what they already got)."""
+        return self.hub.receipts(group)
 
     def deliver_locally(self, group: str, message: Message) -> None:
         """Hand a message to this node's members of a group only (resync after an outage)."""

@@ -11,6 +11,7 @@ chat ids they already have, so the frames are safe to repeat.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -22,7 +23,13 @@ from rooms.models import ChatMessage, Membership, Presence, Room
 from rooms.payloads import chat_payload, room_payload
 from rooms.permissions import MemberStatus
 from rooms.services import playback, playlist, presence
-from rooms.services.events import close_message, event_message, member_group, room_group
+from rooms.services.events import (
+    chat_receipt,
+    close_message,
+    event_message,
+    member_group,
+    room_group,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +37,14 @@ logger = logging.getLogger(__name__)
 CHAT_MARGIN_MS = 5_000
 
 
-def room_catch_up(room_id: str, since_ms: int, node_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """(group, layer message) pairs that bring this node's sockets of a room up to date."""
+def room_catch_up(
+    room_id: str, since_ms: int, node_id: str, handed: Collection[str] = ()
+) -> list[tuple[str, dict[str, Any]]]:
+    """(group, layer message) pairs that bring this node's sockets of a room up to date.
+
+    `handed`: receipts of the chat events (and deletions) its sockets already got: those
+    are not repeated, and a chat they got that is gone from the database is deleted.
+    """
     room = Room.objects.select_related("created_by__synctv_profile").filter(pk=room_id).first()
     if room is None:
         deleted = {"type": "room_deleted", "room_id": room_id}
@@ -44,13 +57,10 @@ def room_catch_up(room_id: str, since_ms: int, node_id: str) -> list[tuple[str, 
         {"type": "playlist", "playlist": playlist.playlist(room_id)},
         {"type": "presence", "online": online, "viewer_count": viewers},
     ]
-    missed_chat = (
-        ChatMessage.objects.filter(room_id=room_id, sent_at__gte=since_ms - CHAT_MARGIN_MS)
-        .select_related("user__synctv_profile")
-        .order_by("id")
-    )
-    frames += [{"type": "chat", "message": chat_payload(message)} for message in missed_chat]
     pairs = [(room_group(room_id), event_message(frame)) for frame in frames]
+    pairs += [
+        (room_group(room_id), message) for message in _chat_catch_up(room_id, since_ms, handed)
+    ]
     local_users = Presence.objects.filter(room_id=room_id, node_id=node_id).values("user_id")
     banned = Membership.objects.filter(
         room_id=room_id, status=MemberStatus.BANNED, user_id__in=local_users
@@ -62,13 +72,39 @@ def room_catch_up(room_id: str, since_ms: int, node_id: str) -> list[tuple[str, 
     return pairs
 
 
+def _chat_catch_up(room_id: str, since_ms: int, handed: Collection[str]) -> list[dict[str, Any]]:
+    """Chat the sockets missed since `since_ms` (plus a margin), and deletions of chat they
+    got, each as a layer message with its receipt."""
+    handed = set(handed)
+    messages = []
+    recent = (
+        ChatMessage.objects.filter(room_id=room_id, sent_at__gte=since_ms - CHAT_MARGIN_MS)
+        .select_related("user__synctv_profile")
+        .order_by("id")
+    )
+    for chat in recent:
+        receipt = chat_receipt(chat.id)
+        if receipt not in handed:
+            frame = {"type": "chat", "message": chat_payload(chat)}
+            messages.append(event_message(frame, receipt))
+    got = {int(receipt[len("chat:") :]) for receipt in handed if receipt.startswith("chat:")}
+    deleted_seen = {receipt for receipt in handed if receipt.startswith("chat_deleted:")}
+    kept = set(ChatMessage.objects.filter(room_id=room_id, id__in=got).values_list("id", flat=True))
+    for gone in sorted(got - kept):
+        receipt = chat_receipt(gone, deleted=True)
+        if receipt not in deleted_seen:
+            messages.append(event_message({"type": "chat_deleted", "id": gone}, receipt))
+    return messages
+
+
 async def resync_rooms(room_ids: set[str], since_ms: int) -> None:
     """Push each room's current state to this node's sockets (called by the Redis bridge)."""
     layer = get_channel_layer()
     node_id = settings.SYNCTV_NODE_ID
     for room_id in room_ids:
         try:
-            pairs = await database_sync_to_async(room_catch_up)(room_id, since_ms, node_id)
+            handed = [r for r in layer.receipts(room_group(room_id)) if isinstance(r, str)]
+            pairs = await database_sync_to_async(room_catch_up)(room_id, since_ms, node_id, handed)
         except Exception:
             logger.exception("resync failed", extra={"room_id": room_id})
             continue

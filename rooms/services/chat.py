@@ -10,7 +10,7 @@ from rooms.errors import bad_request, not_found
 from rooms.models import ChatMessage
 from rooms.payloads import chat_payload, now_ms
 from rooms.permissions import Permission
-from rooms.services.events import publish
+from rooms.services.events import chat_receipt, publish
 from rooms.services.rooms import (
     get_room,
     has_nul,
@@ -32,7 +32,7 @@ def send_chat(user: Any, room_id: str, text: Any) -> dict[str, Any]:
     require_permission(room_id, user, Permission.SEND_CHAT)
     message = ChatMessage.objects.create(room_id=room_id, user=user, text=text, sent_at=now_ms())
     payload = chat_payload(message)
-    publish(room_id, {"type": "chat", "message": payload})
+    publish(room_id, {"type": "chat", "message": payload}, receipt=chat_receipt(message.id))
     return payload
 
 
@@ -67,4 +67,8 @@ def delete_chat(user: Any, room_id: str, message_id: Any) -> None:
         deleted, _ = ChatMessage.objects.filter(room_id=room_id, pk=message_id).delete()
         if not deleted:
             raise not_found(f"no chat message {message_id} in this room")
-        publish(room_id, {"type": "chat_deleted", "id": message_id})
+        publish(
+            room_id,
+            {"type": "chat_deleted", "id": message_id},
+            receipt=chat_receipt(message_id, deleted=True),
+        )

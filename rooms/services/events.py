@@ -117,9 +117,19 @@ async def _group_send(group: str, message: dict[str, Any], started: float) -> No
     EVENT_PUBLISH_DURATION.observe(time.perf_counter() - started)
 
 
-def event_message(frame: dict[str, Any]) -> dict[str, Any]:
-    """The layer message that carries one frame, encoded once for every recipient."""
-    return {"type": ROOM_EVENT, "text": encode(frame), "published_at": time.time()}
+def event_message(frame: dict[str, Any], receipt: str | None = None) -> dict[str, Any]:
+    """The layer message that carries one frame, encoded once for every recipient; with a
+    `receipt`, every node remembers it was handed to the group's members."""
+    message = {"type": ROOM_EVENT, "text": encode(frame), "published_at": time.time()}
+    if receipt is not None:
+        message["receipt"] = receipt
+    return message
+
+
+def chat_receipt(message_id: int, deleted: bool = False) -> str:
+    """The receipt of a chat message's event (or of its deletion's): a re-read after an
+    outage does not repeat it."""
+    return f"chat_deleted:{message_id}" if deleted else f"chat:{message_id}"
 
 
 def close_message(frame: dict[str, Any], code: CloseCode, reason: str) -> dict[str, Any]:
@@ -128,9 +138,11 @@ def close_message(frame: dict[str, Any], code: CloseCode, reason: str) -> dict[s
     return {"type": ROOM_CLOSE, "texts": texts, "code": int(code), "published_at": time.time()}
 
 
-def publish(room_id: str, frame: dict[str, Any], group: str | None = None) -> None:
+def publish(
+    room_id: str, frame: dict[str, Any], group: str | None = None, receipt: str | None = None
+) -> None:
     """Send `frame` to every connection of the room (or of `group`) once the write commits."""
-    message = event_message(frame)
+    message = event_message(frame, receipt)
     target = group or room_group(room_id)
     transaction.on_commit(lambda: _send(target, message, room_id, frame["type"]))
 

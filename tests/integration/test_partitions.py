@@ -1,8 +1,9 @@
 """Convergence after a partition (issue 8, point 1): real nodes, a real Redis, a TCP proxy.
 
 One node reaches Redis through a `PartitionProxy`, the other directly. While the proxy is
-cut, both sides change playback and chat, and one renames the room; after the heal every client holds the
-database's playback, both sides' chat and the new name within 5 s. The node that was cut reads what it
+cut, both sides change playback and chat, and one renames the room and deletes a chat; after the heal every client holds the
+database's playback, both sides' chat (each line once), the deletion and the new name
+within 5 s. The node that was cut reads what it
 missed from the room's Redis Stream; the other re-reads the room from PostgreSQL because
 the cut node announces it. With Redis killed and restarted empty (streams lost), both
 re-read from PostgreSQL. Each test prints its heal-to-converged time.
@@ -39,9 +40,11 @@ async def _is_degraded(http) -> bool:
 RENAMED = "Renamed during the cut"
 
 
-def _converged(client, version: int, lines: set[str]) -> bool:
+def _converged(client, version: int, lines: set[str], deleted: int) -> bool:
     renamed = any(frame["room"]["name"] == RENAMED for frame in client.of_type("room"))
-    return renamed and client.highest_version() == version and lines <= set(chat_lines(client))
+    removed = any(frame["id"] == deleted for frame in client.of_type("chat_deleted"))
+    chat = lines <= set(chat_lines(client))
+    return renamed and removed and chat and client.highest_version() == version
 
 
 def _kept_state(client) -> dict:
@@ -64,6 +67,9 @@ async def _cut_both_sides_and_converge(a, b, cut, heal, degraded) -> tuple[float
             await on_a.wait_for("presence", lambda frame: frame["viewer_count"] == 2)
             first = await on_a.request({"type": "seek", "position": 1.0})
             await on_b.wait_for_version(first["version"])
+            doomed = await on_b.request({"type": "chat", "text": "deleted during the cut"})
+            assert doomed["type"] == "ack"
+            doomed_id = (await on_a.wait_for("chat", lambda f: True))["message"]["id"]
 
             cut()
             for http in degraded(http_a, http_b):
@@ -76,6 +82,10 @@ async def _cut_both_sides_and_converge(a, b, cut, heal, degraded) -> tuple[float
                 f"/api/rooms/{room['id']}", json={"name": RENAMED}, headers=bearer(alice)
             )
             assert renamed.status_code == 200, renamed.text
+            removed = await http_a.delete(
+                f"/api/rooms/{room['id']}/chat/{doomed_id}", headers=bearer(alice)
+            )
+            assert removed.status_code == 204, removed.text
             assert {seek["type"], rate["type"], chat_a["type"], chat_b["type"]} == {"ack"}
             version = await database_version(room["id"])
             lines = {"from A during the cut", "from B during the cut"}
@@ -84,8 +94,8 @@ async def _cut_both_sides_and_converge(a, b, cut, heal, degraded) -> tuple[float
             heal()
             for client in (on_a, on_b):
                 await client.wait_until(
-                    lambda client=client: _converged(client, version, lines),
-                    "the database's playback, both sides' chat and the new name",
+                    lambda client=client: _converged(client, version, lines, doomed_id),
+                    "the database's playback, both sides' chat, the deletion and the new name",
                     within=CONVERGED_WITHIN + 5.0,
                 )
             took = time.monotonic() - healed
@@ -123,13 +133,11 @@ async def test_after_a_partition_between_one_node_and_redis_both_sides_converge(
     assert took < CONVERGED_WITHIN
     assert seen["a_state"]["position"] >= 42.0 and seen["a_state"]["rate"] == 1.5
     assert seen["b_state"]["position"] >= 42.0 and seen["b_state"]["rate"] == 1.5
-    cut_side = "a_chat" if behind_proxy == "first node" else "b_chat"
-    other_side = "b_chat" if cut_side == "a_chat" else "a_chat"
-    # The cut node got the other side's chat from the stream: once, and nothing twice.
-    assert len(seen[cut_side]) == len(set(seen[cut_side]))
-    other_line = "from B during the cut" if cut_side == "a_chat" else "from A during the cut"
-    assert seen[cut_side].count(other_line) == 1
-    assert other_line in seen[other_side]
+    # Each side got the other's chat once (the cut node from the stream, the other from
+    # the database), and nothing twice.
+    for side in ("a_chat", "b_chat"):
+        assert len(seen[side]) == len(set(seen[side])), seen[side]
+        assert {"from A during the cut", "from B during the cut"} <= set(seen[side])
 
 
 async def test_after_redis_restarts_empty_both_nodes_converge_from_the_database(
@@ -150,4 +158,5 @@ async def test_after_redis_restarts_empty_both_nodes_converge_from_the_database(
     for side in ("a_state", "b_state"):
         assert seen[side]["position"] >= 42.0 and seen[side]["rate"] == 1.5
     for side in ("a_chat", "b_chat"):
+        assert len(seen[side]) == len(set(seen[side])), seen[side]
         assert {"from A during the cut", "from B during the cut"} <= set(seen[side])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.fastlane import OPCODE_BINARY, text_frame, websocket_frame
-from cluster.hub import LocalHub
+from cluster.hub import RECEIPTS_PER_GROUP, LocalHub
 from cluster.layer import BROADCAST, LOCAL_ONLY, ClusterChannelLayer, Route
 from rooms.services.events import NODE_SOCKETS_GROUP, member_group, room_group, route_group
 
@@ -129,3 +129,20 @@ def test_a_detached_inbox_gets_nothing_more():
 )
 def test_the_routing_function_names_the_room_of_room_and_member_groups(group, route):
     assert route_group(group) == route
+
+
+def test_a_group_remembers_the_receipts_of_what_its_members_were_handed():
+    hub = make_hub()
+    assert hub.fan_out("room.r", {"type": "t", "receipt": "chat:0"}) == 0  # nobody: no receipt
+    hub.add("room.r", "c1")
+    hub.fan_out("room.r", {"type": "t", "receipt": "chat:1"})
+    hub.fan_out("room.r", {"type": "t"})
+    for number in range(2, RECEIPTS_PER_GROUP + 5):
+        hub.fan_out("room.r", {"type": "t", "receipt": f"chat:{number}"})
+    kept = hub.receipts("room.r")
+    hub.discard("room.r", "c1")
+
+    assert len(kept) == RECEIPTS_PER_GROUP  # the latest ones
+    assert "chat:0" not in kept and "chat:1" not in kept
+    assert f"chat:{RECEIPTS_PER_GROUP + 4}" in kept
+    assert hub.receipts("room.r") == ()  # forgotten with the group
