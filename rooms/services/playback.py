@@ -8,11 +8,11 @@ from typing import Any
 from django.db import connection, transaction
 
 from rooms.errors import bad_request, not_found
-from rooms.models import Movie, PlaybackState, Room
+from rooms.models import Movie, PlaybackState
 from rooms.payloads import now_ms, playback_fields, playback_payload, user_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
-from rooms.services.rooms import has_nul, require_permission
+from rooms.services.rooms import has_nul, lock_room, require_permission
 
 MIN_RATE = 0.25
 MAX_RATE = 4.0
@@ -113,16 +113,6 @@ def change_playback(user: Any, room_id: str, action: str, **fields: Any) -> dict
         # Re-anchor the position at the old rate before the new one applies.
         return bump(room_id, {"position": POSITION_NOW, "rate": float(rate)}, by=user)
     raise bad_request(f"unknown playback action {action!r}")
-
-
-def lock_room(room_id: str) -> bool:
-    """Lock the room's row until the transaction ends; False when there is no such room.
-
-    Every change to a room's playlist or current movie takes this lock first, then the
-    movies', then the playback's: one order, so two such changes never deadlock.
-    """
-    rooms = Room.objects.select_for_update().filter(pk=room_id)
-    return rooms.values_list("pk", flat=True).first() is not None
 
 
 def set_movie(room_id: str, movie_id: Any, by: Any = None) -> dict[str, Any]:

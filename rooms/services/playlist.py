@@ -15,8 +15,8 @@ from rooms.models import Movie, PlaybackState, Room
 from rooms.payloads import movie_payload, playlist_payload
 from rooms.permissions import Permission
 from rooms.services.events import publish
-from rooms.services.playback import lock_room, set_movie
-from rooms.services.rooms import has_nul, require_active_member, require_permission
+from rooms.services.playback import set_movie
+from rooms.services.rooms import has_nul, lock_room, require_active_member, require_permission
 
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 200

@@ -222,12 +222,25 @@ def update_room(user: Any, room_id: str, changes: dict[str, Any]) -> Room:
     return room
 
 
+def lock_room(room_id: str) -> bool:
+    """Lock the room's row until the transaction ends; False when there is no such room.
+
+    Every change to a room's playlist or current movie takes this lock first, then the
+    movies', then the playback's: one order, so two such changes never deadlock.
+    """
+    rooms = Room.objects.select_for_update().filter(pk=room_id)
+    return rooms.values_list("pk", flat=True).first() is not None
+
+
 def delete_room(user: Any, room_id: str) -> None:
     """Delete a room (creator only); its sockets get `room_deleted` and close 4004."""
     membership = require_active_member(room_id, user)
     if membership.role != Role.CREATOR:
         raise forbidden("only the room's creator may delete it")
     with transaction.atomic():
+        # The room's row first, as every playlist change does: the cascade then deletes
+        # movies, which a reorder would otherwise lock in between.
+        lock_room(room_id)
         Room.objects.filter(pk=room_id).delete()
         publish_close(
             room_id,

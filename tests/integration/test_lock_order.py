@@ -1,7 +1,7 @@
 """Concurrent playlist and current-movie changes against PostgreSQL: one lock order, no deadlock.
 
 Every playlist change locks the room's row first, then movies, then the playback row
-(rooms.services.playback.lock_room). Each test lines transactions up behind a lock the test
+(rooms.services.rooms.lock_room). Each test lines transactions up behind a lock the test
 holds, so the interleaving that deadlocked (or let a deleted movie become current) happens
 on every run, not by chance.
 """
@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from rooms.codes import ErrorCode
 from rooms.errors import ServiceError
 from rooms.models import Movie, PlaybackState, Room
-from rooms.services import playback, playlist
+from rooms.services import playback, playlist, rooms
 from tests.support.factories import make_room, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -215,3 +215,20 @@ def test_a_movie_deleted_while_set_movie_runs_never_stays_current(owner, room):
     assert not Movie.objects.filter(pk=target).exists()
     current = PlaybackState.objects.get(room_id=room.id).movie_id
     assert current is None or current in movie_ids(room)
+
+
+def test_deleting_a_room_while_its_playlist_is_reordered_does_not_deadlock(owner, room):
+    ids = movie_ids(room)
+
+    with row_locked(room_row(room)):
+        reordering = started_and_waiting(
+            lambda: playlist.reorder(owner.user, room.id, list(reversed(ids))), waiters=1
+        )
+        deleting = started_and_waiting(lambda: rooms.delete_room(owner.user, room.id), waiters=2)
+
+    # Before the fix the cascade locked the movies, then waited for the room's row, which
+    # the reorder had taken and held while it waited for those movies.
+    reordering.finish()
+    deleting.finish()
+    assert not Room.objects.filter(pk=room.id).exists()
+    assert not Movie.objects.filter(room_id=room.id).exists()
