@@ -50,6 +50,8 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     SERVER_RESTARTING = 1012
     TRY_AGAIN_LATER = 1013
+    # RFC 6455's "internal error": the socket failed to join; clients reconnect (SPEC §4).
+    INTERNAL_ERROR = 1011
 
 
 MAX_FRAME_BYTES = 64 * 1024

@@ -46,8 +46,6 @@ logger = logging.getLogger(__name__)
 RECONNECT_MIN_MS = 500
 RECONNECT_MAX_MS = 3000
 PLAYBACK_COMMANDS = frozenset({"play", "pause", "seek", "rate", "set_movie"})
-# RFC 6455's "internal error": the socket failed to join; clients reconnect (SPEC §4).
-CLOSE_INTERNAL_ERROR = 1011
 
 
 def _offered_sink(scope: dict[str, Any], layer: Any) -> Sink | None:
@@ -160,7 +158,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("socket could not join the room")
             await self._leave_room()
-            await self._close(CLOSE_INTERNAL_ERROR)
+            await self._close(CloseCode.INTERNAL_ERROR)
             return
         except BaseException:  # cancelled (the server stopping): still give them back
             await self._leave_room()

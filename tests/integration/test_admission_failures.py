@@ -20,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
 from cluster.connections import connection_manager
+from rooms.codes import CloseCode
 from rooms.models import Movie, Presence
 from rooms.services.events import member_group, room_group
 from tests.support.clients import (
@@ -44,7 +45,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 db = database_sync_to_async
 DEADLINE = 10.0
 MOVIE_TABLE = Movie._meta.db_table
-CLOSE_INTERNAL_ERROR = 1011
 
 
 class TableLock:
@@ -112,7 +112,7 @@ async def test_database_error_before_the_snapshot_frees_slot_groups_and_presence
         await db(terminate_backend_waiting_on)(MOVIE_TABLE)
         code = await failing.expect_close()
 
-    assert code == CLOSE_INTERNAL_ERROR
+    assert code == CloseCode.INTERNAL_ERROR
     assert "snapshot" not in [frame["type"] for frame in failing.frames]
     manager = connection_manager()
     assert manager.total == 0
@@ -180,6 +180,6 @@ async def test_subscribe_timeout_before_the_snapshot_frees_the_slot(
         async with open_socket(node, room["id"], token) as retry:
             snapshot = await next_frame(retry, "snapshot")
 
-    assert code == CLOSE_INTERNAL_ERROR
+    assert code == CloseCode.INTERNAL_ERROR
     assert rows == 0
     assert snapshot["me"]["user"]["name"] == "Alice"
