@@ -38,12 +38,14 @@ class NodeRegistry:
         info: dict[str, Any],
         present_nodes: Callable[[], Awaitable[set[str]]],
         on_dead_node: Callable[..., Awaitable[None]],
+        after_beat: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.bridge = bridge
         self.node_id = node_id
         self.info = info
         self.present_nodes = present_nodes
         self.on_dead_node = on_dead_node
+        self.after_beat = after_beat  # e.g. checking this node's own presence rows
         self.key = f"{bridge.prefix}nodes"
         self.started_at = int(time.time() * 1000)
         self.known: list[dict[str, Any]] = []  # the last registry read, for /ready and tools
@@ -59,6 +61,8 @@ class NodeRegistry:
                     if self.beating_since is None:
                         self.beating_since = time.monotonic()
                     await self.clear_dead_nodes()
+                    if self.after_beat is not None:
+                        await self.after_beat()
                 except Exception as exc:  # Redis trouble: the bridge degrades and recovers
                     logger.warning("node registry round failed", extra={"error": repr(exc)})
             if not self.bridge.healthy:

@@ -72,6 +72,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     connection_id: str
     user: Any
     admitted = False
+    present = False  # its presence row is written and counted (joins.JoinBatcher.present)
     closing = False
     sink: Sink | None = None  # the fast lane to this socket, when the server offers one
     inbox: Inbox | None = None  # where the layer hands this socket's other messages, if set
@@ -177,9 +178,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
         # Written and read together with the other sockets joining now (rooms/joins.py).
-        shared = await joins.batcher().join(self.connection_id, self.room_id, self.user.id)
+        batcher = joins.batcher()
+        shared = await batcher.join(self.connection_id, self.room_id, self.user.id)
         if shared is None:
             return False
+        self.present = True
+        batcher.present += 1
         head = {
             "type": "snapshot",
             "server_time": now_ms(),
@@ -227,8 +231,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(group, self.channel_name)
             except Exception:
                 logger.exception("socket could not leave group %s", group)
+        batcher = joins.batcher()
+        if self.present:
+            self.present = False
+            batcher.present -= 1
         try:
-            await joins.batcher().leave(self.connection_id, self.room_id)
+            await batcher.leave(self.connection_id, self.room_id)
         except Exception:
             # The node's rows are cleared at its next start or shutdown (presence.clear_node).
             logger.exception("socket's presence could not be forgotten")
@@ -333,6 +341,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         for text in message["texts"]:
             await self.send(text_data=text)
         await self._close(message["code"])
+
+    async def presence_reclaim(self, message: dict[str, Any]) -> None:
+        """This node's presence rows were cleared while it was cut off: write ours again."""
+        if self.present and not self.closing:
+            joins.batcher().reclaim(self.connection_id, self.room_id, self.user.id)
 
     async def channel_overflow(self, message: dict[str, Any]) -> None:
         """This socket fell too far behind the room's events: close 1013 so it reconnects."""

@@ -8,6 +8,10 @@ MAX_BATCH) and, for the whole batch, inserts the rows in one statement, deletes 
 in another, and reads and encodes each joined room once. A lone join in a quiet room is
 flushed at once (no timer): batches only form while a call is already running, so batching
 never adds latency, it only takes away queueing.
+
+The batcher also counts the sockets whose join completed (`present`), so the node can tell
+when its presence rows were cleared while its sockets stayed open (another node took it for
+dead during a partition): `reclaim_lost_presence` then has every socket write its row again.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from rooms.db import database_call
 from rooms.loops import per_loop
 from rooms.services import presence
-from rooms.services.events import encode
+from rooms.services.events import NODE_SOCKETS_GROUP, encode
 from rooms.services.snapshot import room_view
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 200
+# The layer message that has every socket of this node write its presence row again.
+PRESENCE_RECLAIM = "presence.reclaim"
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Batch:
 
     joins: list[tuple[str, str, int]] = field(default_factory=list)  # connection, room, user
     leaves: list[tuple[str, str]] = field(default_factory=list)  # connection, room
+    reclaims: list[tuple[str, str, int]] = field(default_factory=list)  # as joins
 
 
 @dataclass
@@ -52,6 +60,8 @@ def run_batch(batch: Batch, node_id: str, chat_history: int) -> BatchResult:
     gone = presence.connect_many(batch.joins, node_id) if batch.joins else set()
     if batch.leaves:
         presence.disconnect_many(batch.leaves)
+    if batch.reclaims:
+        presence.reclaim_many(batch.reclaims, node_id)
     rooms: dict[str, str | None] = {}
     for room_id in dict.fromkeys(room for _, room, _ in batch.joins):
         view = room_view(room_id, chat_history)
@@ -66,7 +76,11 @@ class JoinBatcher:
         self.loop = loop
         self.joins: list[tuple[tuple[str, str, int], asyncio.Future[str | None]]] = []
         self.leaves: list[tuple[tuple[str, str], asyncio.Future[None]]] = []
+        self.reclaims: list[tuple[str, str, int]] = []
         self.task: asyncio.Task | None = None
+        # Sockets of this loop whose join completed and whose leave has not begun: each has
+        # a presence row, written before it counts here and deleted after it stops counting.
+        self.present = 0
 
     async def join(self, connection_id: str, room_id: str, user_id: int) -> str | None:
         """Record the socket as online; the room's shared snapshot part, encoded, or None
@@ -83,16 +97,23 @@ class JoinBatcher:
         self._start()
         await future
 
+    def reclaim(self, connection_id: str, room_id: str, user_id: int) -> None:
+        """Write the socket's presence row again if it is missing (in the next batch)."""
+        self.reclaims.append((connection_id, room_id, user_id))
+        self._start()
+
     def _start(self) -> None:
         if self.task is None or self.task.done():
             self.task = self.loop.create_task(self._drain())
 
     async def _drain(self) -> None:
-        while self.joins or self.leaves:
+        while self.joins or self.leaves or self.reclaims:
             joins, self.joins = self.joins[:MAX_BATCH], self.joins[MAX_BATCH:]
             space = max(0, MAX_BATCH - len(joins))
             leaves, self.leaves = self.leaves[:space], self.leaves[space:]
-            batch = Batch([entry for entry, _ in joins], [entry for entry, _ in leaves])
+            space = max(0, space - len(leaves))
+            reclaims, self.reclaims = self.reclaims[:space], self.reclaims[space:]
+            batch = Batch([entry for entry, _ in joins], [entry for entry, _ in leaves], reclaims)
             try:
                 result = await database_call(run_batch)(
                     batch, settings.SYNCTV_NODE_ID, settings.SYNCTV.websocket.chat_history
@@ -120,3 +141,21 @@ _batchers: dict[asyncio.AbstractEventLoop, JoinBatcher] = {}
 def batcher() -> JoinBatcher:
     """The running event loop's batcher."""
     return per_loop(_batchers, JoinBatcher)
+
+
+async def reclaim_lost_presence() -> None:
+    """Fewer presence rows for this node than sockets present: another node cleared them
+    (it took this one for dead while it was cut off from Redis). Every socket of the node
+    then writes its row again. Run by the node registry after each heartbeat."""
+    present = batcher().present
+    if not present:
+        return
+    node_id = settings.SYNCTV_NODE_ID
+    rows = await database_call(presence.count_on_node)(node_id)
+    if rows < present:
+        logger.warning(
+            "presence rows of this node were cleared while its sockets stayed open:"
+            " writing them again",
+            extra={"rows": rows, "sockets": present},
+        )
+        get_channel_layer().deliver_locally(NODE_SOCKETS_GROUP, {"type": PRESENCE_RECLAIM})

@@ -44,7 +44,7 @@ from cluster.connections import connection_manager
 from cluster.fastlane import INBOX_KEY, OPCODE_BINARY, SCOPE_KEY, text_frame, websocket_frame
 from cluster.registry import NodeRegistry
 from monitoring.health import mark_draining
-from rooms import db, jobs
+from rooms import db, jobs, joins
 from rooms.codes import MAX_FRAME_BYTES
 from rooms.services import presence
 from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
@@ -285,6 +285,7 @@ class SyncTVServer(Server):
             info={"address": f"{self.host}:{self.port}", "pid": os.getpid()},
             present_nodes=database_sync_to_async(presence.node_ids),
             on_dead_node=partial(jobs.aenqueue, jobs.CLEAR_NODE),
+            after_beat=joins.reclaim_lost_presence,
         )
         registry_module.current = registry
         return registry

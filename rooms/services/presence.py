@@ -8,6 +8,7 @@ from the database when it goes out (SPEC §4), so filling a room of N costs O(N)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -180,6 +181,30 @@ def connect_many(sockets: list[tuple[str, str, int]], node_id: str) -> set[str]:
     for room_id in {row.room_id for row in rows if row.connection_id not in gone}:
         request_presence(room_id)
     return gone
+
+
+def reclaim_many(sockets: list[tuple[str, str, int]], node_id: str) -> None:
+    """Write again the rows of open sockets `(connection_id, room_id, user_id)` that were
+    cleared while they stayed open (their node was taken for dead); rows still there are
+    kept, a socket whose room is gone is skipped. Tells their rooms who is online."""
+    rows = [
+        Presence(connection_id=connection, room_id=room, user_id=user, node_id=node_id)
+        for connection, room, user in sockets
+    ]
+    try:
+        with transaction.atomic():
+            Presence.objects.bulk_create(rows, ignore_conflicts=True)
+    except IntegrityError:  # a room deleted meanwhile: the others still go in
+        for row in rows:
+            with contextlib.suppress(IntegrityError), transaction.atomic():
+                Presence.objects.bulk_create([row], ignore_conflicts=True)
+    for room_id in {row.room_id for row in rows}:
+        request_presence(room_id)
+
+
+def count_on_node(node_id: str) -> int:
+    """How many open sockets the database records for a node."""
+    return Presence.objects.filter(node_id=node_id).count()
 
 
 def disconnect(connection_id: str, room_id: str) -> None:

@@ -6,7 +6,8 @@ database's playback, both sides' chat (each line once), the deletion and the new
 within 5 s. The node that was cut reads what it
 missed from the room's Redis Stream; the other re-reads the room from PostgreSQL because
 the cut node announces it. With Redis killed and restarted empty (streams lost), both
-re-read from PostgreSQL. Each test prints its heal-to-converged time.
+re-read from PostgreSQL. Each test prints its heal-to-converged time. A node whose
+presence rows another node cleared (taking it for dead during a long cut) writes them again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 
+from rooms.services import presence
 from tests.integration.test_cluster_faults import (
     chat_lines,
     database_version,
@@ -31,6 +35,7 @@ pytestmark = pytest.mark.serve
 
 CONVERGED_WITHIN = 5.0  # from the heal (or the restart) to every client up to date
 DETECT_DEADLINE = 8.0  # a cut is noticed after 3 s of silence, a kill at once
+RECLAIM_WITHIN = 12.0  # the node checks its own presence rows after each 5 s heartbeat
 
 
 async def _is_degraded(http) -> bool:
@@ -160,3 +165,49 @@ async def test_after_redis_restarts_empty_both_nodes_converge_from_the_database(
     for side in ("a_chat", "b_chat"):
         assert len(seen[side]) == len(set(seen[side])), seen[side]
         assert {"from A during the cut", "from B during the cut"} <= set(seen[side])
+
+
+def _clear_node(node_id: str) -> int:
+    try:
+        return presence.clear_node(node_id)
+    finally:
+        connection.close()
+
+
+async def _rows_on(node_id: str) -> int:
+    def count() -> int:
+        try:
+            return presence.count_on_node(node_id)
+        finally:
+            connection.close()
+
+    return await sync_to_async(count, thread_sensitive=False)()
+
+
+async def test_a_node_whose_presence_was_cleared_while_it_was_cut_off_writes_it_again(
+    cluster,  # noqa: F811
+):
+    a, b = cluster(2)
+    async with http_client(a) as http_a:
+        alice = await as_guest(http_a, "Alice")
+        bob = await as_guest(http_a, "Bob")
+        room = await create_room(http_a, alice)
+        async with (
+            room_client(a, room["id"], alice, "alice@a"),
+            room_client(b, room["id"], bob, "bob@b") as on_b,
+        ):
+            await on_b.wait_for("presence", lambda frame: frame["viewer_count"] == 2)
+            # What the worker's job.clear_node does to a node taken for dead (here without
+            # telling the room: the test process has no cluster layer).
+            cleared = await sync_to_async(_clear_node, thread_sensitive=False)(a.node_id)
+            mark = on_b.mark()
+            rows = await eventually(
+                lambda: _rows_on(a.node_id), "A's presence row written again", RECLAIM_WITHIN
+            )
+            back = await on_b.wait_for(
+                "presence", lambda frame: frame["viewer_count"] == 2, after=mark
+            )
+
+    assert cleared == 1
+    assert rows == 1
+    assert {entry["user"]["name"] for entry in back["online"]} == {"Alice", "Bob"}
