@@ -8,6 +8,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.backends import ModelBackend
@@ -51,6 +52,11 @@ class AccountBackend(ModelBackend):
         users = user_model._default_manager.select_related("synctv_profile")
         found = users.filter(pk=user_id).first()
         return found if found is not None and self.user_can_authenticate(found) else None
+
+    async def aget_user(self, user_id: Any) -> Any | None:
+        """`get_user` from async code (`await request.auser()`): Django's own would call the
+        synchronous checks above, which read the profile, on the event loop."""
+        return await sync_to_async(self.get_user)(user_id)
 
 
 SESSION_BACKEND = f"{AccountBackend.__module__}.{AccountBackend.__qualname__}"

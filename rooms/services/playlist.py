@@ -89,7 +89,10 @@ def _clean_url(url: Any, field: str = "url") -> str:
         raise bad_request(f"{field} must be at most {MAX_URL_LENGTH} characters")
     if has_nul(url):
         raise bad_request(f"{field} must not contain NUL characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. `http://[::1`, a host that changes under NFKC
+        raise bad_request(f"{field} is not a valid URL: {exc}") from exc
     if parts.scheme in ("http", "https") and parts.netloc:
         return url
     if not parts.scheme and url.startswith("/") and not url.startswith("//"):

@@ -668,3 +668,14 @@ def test_clearing_a_node_forgets_only_its_connections(room, owner, viewer):
 
     assert cleared == 1
     assert [entry["user"]["username"] for entry in presence.online(room.id)[0]] == ["owner"]
+
+
+@pytest.mark.parametrize("url", ["http://[::1/a.mp4", "http://[1]/a.mp4", "http://a\uff03b/a.mp4"])
+def test_a_movie_url_that_cannot_be_parsed_is_refused_as_bad_input(url):
+    owner = make_user("owner")
+    room = make_room(owner)
+
+    error = refused(ErrorCode.BAD_REQUEST, playlist.add_movie, owner.user, room.id, url)
+
+    assert "url" in error.message
+    assert not Movie.objects.filter(room=room).exists()

@@ -230,3 +230,16 @@ async def test_a_live_guests_session_cookie_still_signs_the_socket_in(sockets):
     socket = await sockets.join(room.id, cookie=cookie)
 
     assert socket.snapshot["me"]["user"]["id"] == guest.user.pk
+
+
+async def test_the_session_backend_finds_users_from_async_code_too():
+    member = await db(make_user)("Async")
+    expired = await db(make_user)("Gone", guest=True)
+    await db(_expire_guest)(expired.user)
+    backend = accounts.AccountBackend()
+
+    found = await backend.aget_user(member.user.pk)
+
+    assert found is not None and found.pk == member.user.pk
+    assert found.synctv_profile.display_name == "Async"
+    assert await backend.aget_user(expired.user.pk) is None
