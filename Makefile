@@ -13,7 +13,7 @@ APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client chromi
 NODE_STAMP := node_modules/.synctv-npm-ci
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/synctv
 
-.PHONY: run test lint format deps services clean bench bench-smoke e2e
+.PHONY: run test lint format deps services clean bench bench-smoke e2e soak
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,13 @@ bench: $(VENV)/.dev services
 
 bench-smoke: $(VENV)/.dev services
 	$(PY) bench/harness.py --smoke
+
+# The soak with faults (docs/soak.md): three nodes, a worker, Redis and PostgreSQL (database
+# synctv_soak, created and migrated), 300 clients over 30 rooms for 10 minutes while Redis is
+# killed, frozen and cut off and nodes are killed and drained; exits 1 if an invariant failed.
+# SOAK_ARGS passes options, e.g. `make soak SOAK_ARGS="--duration 120 --clients 60 --rooms 6"`.
+soak: $(VENV)/.dev services
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules
