@@ -65,6 +65,7 @@ class SoakConfig:
     rooms: int = 30
     movies_per_room: int = 3
     think: tuple[float, float] = (3.0, 8.0)
+    session: tuple[float, float] = (60.0, 240.0)
     quiet: float = 10.0
     reconnect_deadline: float = 60.0
     faults: FaultCounts | None = None
@@ -116,6 +117,7 @@ async def _run(
             ledger,
             switches,
             config.think,
+            config.session,
             random.Random(rng.random()),
         )
         for number, identity in enumerate(identities)
@@ -284,6 +286,9 @@ def _report(clients, ledger, truth, log, staleness, nodes, started, mismatches, 
         },
         "connections": {
             "reconnects": sum(len(client.connections) for client in clients) - len(clients),
+            "viewers_left_and_came_back": sum(
+                connection.left for client in clients for connection in client.connections
+            ),
             "failed_connects": sum(client.failed_connects for client in clients),
             "close_codes": dict(close_codes),
             "unexpected_closes": len(unexpected),
@@ -303,6 +308,10 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[SoakConfig, Path]:
     parser.add_argument("--movies", type=int, default=3, help="movies per room at the start")
     parser.add_argument("--think-min", type=float, default=3.0, help="seconds between commands")
     parser.add_argument("--think-max", type=float, default=8.0)
+    parser.add_argument(
+        "--session-min", type=float, default=60.0, help="seconds a viewer stays before leaving"
+    )
+    parser.add_argument("--session-max", type=float, default=240.0)
     parser.add_argument("--quiet", type=float, default=10.0, help="seconds before the checks")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -327,6 +336,7 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[SoakConfig, Path]:
         rooms=arguments.rooms,
         movies_per_room=arguments.movies,
         think=(arguments.think_min, arguments.think_max),
+        session=(arguments.session_min, arguments.session_max),
         quiet=arguments.quiet,
         faults=faults,
         seed=arguments.seed,

@@ -104,6 +104,7 @@ class Connection:
     version_changes: list[tuple[float, int]] = field(default_factory=list)
     closed_at: float | None = None
     close_code: int | None = None
+    left: bool = False  # the client closed it: its viewer left, and comes back at once
 
     def snapshot_chat_ids(self) -> set[int]:
         """The ids of the chat lines the snapshot carried."""
@@ -139,12 +140,19 @@ class Identity:
 
 
 class Switches:
-    """What every client does right now: act (send commands) and stop (close for good)."""
+    """What every client does right now: act (send commands) and stop (close for good); and
+    the round robin over the nodes that every reconnecting client takes its next node from
+    (a load balancer's, so the clients of a dead node spread over the others)."""
 
     def __init__(self) -> None:
         self.acting = asyncio.Event()
         self.stopping = asyncio.Event()
         self.connections_changed = asyncio.Condition()
+        self._rotation = itertools.count()
+
+    def next_node(self) -> int:
+        """The index of the node the next (re)connection goes to."""
+        return next(self._rotation)
 
     async def notify(self) -> None:
         """A client connected or lost its connection."""
@@ -163,6 +171,7 @@ class SoakClient:
         ledger: Ledger,
         switches: Switches,
         think: tuple[float, float],
+        session: tuple[float, float],
         rng: random.Random,
     ) -> None:
         self.identity = identity
@@ -171,6 +180,7 @@ class SoakClient:
         self.ledger = ledger
         self.switches = switches
         self.think = think
+        self.session = session
         self.rng = rng
         self.connections: list[Connection] = []
         self.current: Connection | None = None
@@ -195,7 +205,7 @@ class SoakClient:
             else:
                 failures += 1
                 delay = max(delay, min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1)))
-            self.node_index += 1
+            self.node_index = self.switches.next_node()
             jitter = delay * self.rng.uniform(0.8, 1.2)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(jitter):
@@ -266,7 +276,8 @@ class SoakClient:
         code = socket.close_code if socket.close_code is not None else 1006
         connection.closed_at = monotonic()
         connection.close_code = code
-        if code not in RECONNECT_CODES and not self.switches.stopping.is_set():
+        expected = code in RECONNECT_CODES or connection.left or self.switches.stopping.is_set()
+        if not expected:
             self.unexpected_closes.append((connection.closed_at, code))
         return shutdown_delay or None
 
@@ -276,7 +287,9 @@ class SoakClient:
             self.unexpected_closes.append((monotonic(), code))
 
     async def _act(self, socket: ClientConnection, connection: Connection, slot: NodeSlot) -> None:
-        """Send a command every few seconds while the switches say so; stop closes it."""
+        """Send a command every few seconds while the switches say so; close the socket when
+        the viewer's session is over (then it comes back, on the next node) or on stop."""
+        leave_at = monotonic() + self.rng.uniform(*self.session)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.rng.uniform(*self.think)):
@@ -286,6 +299,10 @@ class SoakClient:
                 return
             if not self.switches.acting.is_set():
                 continue
+            if monotonic() >= leave_at:
+                connection.left = True
+                await socket.close()
+                return
             if self.identity.is_creator and self.rng.random() < 0.3:
                 await self._edit_playlist(connection, slot)
             else:

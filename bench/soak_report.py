@@ -30,6 +30,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("chat delivered twice (must be 0)", str(report["duplicates"]["count"])),
         ("clients differing from the database", str(report["clients"]["mismatched"])),
         ("reconnects", str(connections["reconnects"])),
+        ("  of which a viewer left and came back", str(connections["viewers_left_and_came_back"])),
         ("failed connection attempts", str(connections["failed_connects"])),
         ("close codes", _by_kind(connections["close_codes"])),
         ("unexpected closes", str(connections["unexpected_closes"])),

@@ -30,6 +30,7 @@ async def test_a_minute_of_faults_loses_no_acknowledged_command_and_ends_on_the_
             duration=60.0,
             clients=60,
             rooms=6,
+            session=(20.0, 50.0),
             quiet=10.0,
             database_url=database_url(),
             prepare_database=False,
