@@ -10,6 +10,7 @@ chat ids they already have, so the frames are safe to repeat.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -19,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from rooms.codes import CloseCode
+from rooms.loops import per_loop
 from rooms.models import ChatMessage, Membership, Presence, Room
 from rooms.payloads import chat_payload, room_payload
 from rooms.permissions import MemberStatus
@@ -97,17 +99,27 @@ def _chat_catch_up(room_id: str, since_ms: int, handed: Collection[str]) -> list
     return messages
 
 
+_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
 async def resync_rooms(room_ids: set[str], since_ms: int) -> None:
-    """Push each room's current state to this node's sockets (called by the Redis bridge)."""
+    """Push each room's current state to this node's sockets (called by the Redis bridge).
+
+    One re-read at a time per loop: two at once (after an outage, and for another node's
+    announcement) would both find the same chat not yet handed out, and both send it.
+    """
     layer = get_channel_layer()
     node_id = settings.SYNCTV_NODE_ID
-    for room_id in room_ids:
-        try:
-            handed = [r for r in layer.receipts(room_group(room_id)) if isinstance(r, str)]
-            pairs = await database_sync_to_async(room_catch_up)(room_id, since_ms, node_id, handed)
-        except Exception:
-            logger.exception("resync failed", extra={"room_id": room_id})
-            continue
-        for group, message in pairs:
-            layer.deliver_locally(group, message)
+    async with per_loop(_turns, lambda loop: asyncio.Lock()):
+        for room_id in room_ids:
+            try:
+                handed = [r for r in layer.receipts(room_group(room_id)) if isinstance(r, str)]
+                pairs = await database_sync_to_async(room_catch_up)(
+                    room_id, since_ms, node_id, handed
+                )
+            except Exception:
+                logger.exception("resync failed", extra={"room_id": room_id})
+                continue
+            for group, message in pairs:
+                layer.deliver_locally(group, message)
     logger.info("resynced rooms", extra={"rooms": len(room_ids)})
