@@ -109,6 +109,8 @@ def client_mismatches(client: SoakClient, truth: RoomTruth) -> list[str]:
     missing = missing_chat(connection, truth)
     if missing:
         problems.append(f"{len(missing)} chat messages missing, e.g. ids {sorted(missing)[:5]}")
+    if problems:
+        problems.append(f"(connection {connection.number}, on {connection.node})")
     return problems
 
 
