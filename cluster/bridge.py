@@ -173,6 +173,14 @@ class RedisBridge:
             self._missed(room_id, now_ms)
             self._fail(RuntimeError("publish backlog full"))
 
+    def announce_changed(self, room_id: str, since_ms: int) -> None:
+        """Tell the other nodes to re-read a room (chat since `since_ms`): now if connected,
+        else with the rooms changed while cut off, once connected."""
+        if self.healthy:
+            self._enqueue(self._room_channel(room_id), _refresh(room_id, since_ms), room_id)
+        else:
+            self._missed(room_id, since_ms)
+
     def _missed(self, room_id: str | None, timestamp_ms: int) -> None:
         """An event of this room never reached Redis: the room is announced once back."""
         if room_id is not None:
@@ -330,8 +338,7 @@ class RedisBridge:
         if changed:
             since = min(changed.values())
             for room_id in changed:
-                event = {"refresh": room_id, "since_ms": since}
-                self._enqueue(self._room_channel(room_id), event, room_id)
+                self._enqueue(self._room_channel(room_id), _refresh(room_id, since), room_id)
 
     async def _read_until_failure(self) -> None:
         loop = asyncio.get_running_loop()
@@ -459,6 +466,11 @@ class RedisBridge:
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECS):
                     await closing.aclose()
         self.pubsub = self.publisher = self.client = None
+
+
+def _refresh(room_id: str, since_ms: int) -> dict[str, Any]:
+    """The event that has other nodes re-read a room, with chat since `since_ms`."""
+    return {"refresh": room_id, "since_ms": since_ms}
 
 
 def _envelope(data: bytes | str) -> dict[str, Any] | None:

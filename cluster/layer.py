@@ -246,6 +246,14 @@ class ClusterChannelLayer(BaseChannelLayer):
         (a message may carry one; the resync after an outage skips what they already got)."""
         return self.hub.receipts(group)
 
+    def announce_changed(self, room_ids: Iterable[str], since_ms: int) -> None:
+        """Have every other node re-read these rooms from the database (events of theirs
+        may not have reached Redis): now, or once this loop's bridge is connected."""
+        bridge = self.bridge
+        if bridge is not None:
+            for room_id in room_ids:
+                bridge.announce_changed(room_id, since_ms)
+
     def deliver_locally(self, group: str, message: Message) -> None:
         """Hand a message to this node's members of a group only (resync after an outage)."""
         self.hub.fan_out(group, message)

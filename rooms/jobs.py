@@ -32,7 +32,9 @@ from rooms.job_queue import (
     enqueue_on_commit,
 )
 from rooms.models import Movie
+from rooms.payloads import now_ms
 from rooms.services import accounts, playlist, presence
+from rooms.services.events import DEAD_NODE_WINDOW_MS, announce_changed
 
 __all__ = [
     "CLEAR_NODE",
@@ -131,8 +133,10 @@ class JobsConsumer(AsyncConsumer):
     def job_clear_node(self, message: dict[str, Any]) -> None:
         """`{node_id}`: forget the sockets of a node that died, and tell their rooms."""
         node_id = str(message["node_id"])
-        cleared = presence.clear_node(node_id)
-        logger.info("forgot %d sockets of node %s", cleared, node_id)
+        rooms = presence.clear_node(node_id)
+        # Events it had not yet published when it died reached no other node.
+        announce_changed(rooms, now_ms() - DEAD_NODE_WINDOW_MS)
+        logger.info("forgot the sockets of node %s in %d rooms", node_id, len(rooms))
 
 
 async def _no_replies(message: dict[str, Any]) -> None:

@@ -26,6 +26,8 @@ import inspect
 import logging
 import os
 import signal
+import time
+from collections.abc import Collection
 from concurrent.futures import Executor
 from functools import partial
 from types import SimpleNamespace
@@ -47,7 +49,7 @@ from monitoring.health import mark_draining
 from rooms import db, jobs, joins
 from rooms.codes import MAX_FRAME_BYTES
 from rooms.services import presence
-from rooms.services.events import NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
+from rooms.services.events import DEAD_NODE_WINDOW_MS, NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
 from synctv_project.rounds import SLICES, Rounds, check_application
 from synctv_project.sinks import SocketSink
 
@@ -174,7 +176,14 @@ class SocketInput:
 class SyncTVServer(Server):
     """One SyncTV node: daphne with close reasons, 1009 for big frames and a graceful drain."""
 
-    def __init__(self, application: Any, host: str, port: int, grace_secs: float) -> None:
+    def __init__(
+        self,
+        application: Any,
+        host: str,
+        port: int,
+        grace_secs: float,
+        crashed_in: Collection[str] = (),
+    ) -> None:
         super().__init__(
             application=application,
             endpoints=[
@@ -192,6 +201,8 @@ class SyncTVServer(Server):
         self.host = host
         self.port = port
         self.grace_secs = grace_secs
+        # Rooms this node had sockets in when it last stopped without draining (a crash).
+        self.crashed_in = crashed_in
         self.draining = False
         self._application_rounds = Rounds()
         self._timeout_rounds = Rounds()
@@ -274,6 +285,9 @@ class SyncTVServer(Server):
 
     async def _run_node_registry(self) -> None:
         """Connect to Redis (the layer's bridge for this loop) and beat as this node."""
+        # Events it had not yet published when it crashed reached no other node.
+        since = int(time.time() * 1000) - DEAD_NODE_WINDOW_MS
+        get_channel_layer().announce_changed(self.crashed_in, since)
         self.registry = self._node_registry()
         await self.registry.run()
 

@@ -7,6 +7,7 @@ import contextvars
 import json
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -115,6 +116,23 @@ async def _group_send(group: str, message: dict[str, Any], started: float) -> No
     except Exception:
         logger.exception("a room event could not be published", extra={"group": group})
     EVENT_PUBLISH_DURATION.observe(time.perf_counter() - started)
+
+
+# The rooms of a node that died (or crashed and restarted) are re-read by every other node,
+# with the chat of this last stretch: what it had not yet published reached nobody.
+DEAD_NODE_WINDOW_MS = 60_000
+
+
+def announce_changed(room_ids: Collection[str], since_ms: int) -> None:
+    """Have every other node re-read these rooms from the database (from a thread that a
+    running event loop started, such as a job's)."""
+    if not room_ids:
+        return
+
+    async def announce() -> None:
+        get_channel_layer().announce_changed(room_ids, since_ms)
+
+    async_to_sync(announce)()
 
 
 def event_message(frame: dict[str, Any], receipt: str | None = None) -> dict[str, Any]:

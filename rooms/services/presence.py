@@ -222,13 +222,14 @@ def disconnect_many(sockets: list[tuple[str, str]]) -> None:
             request_presence(room_id)
 
 
-def clear_node(node_id: str) -> int:
-    """Forget every socket of a node (at its start or shutdown); returns how many."""
+def clear_node(node_id: str) -> set[str]:
+    """Forget every socket of a node (at its start or shutdown, or dead); returns the rooms
+    it had sockets in."""
     room_ids = set(Presence.objects.filter(node_id=node_id).values_list("room_id", flat=True))
-    deleted, _ = Presence.objects.filter(node_id=node_id).delete()
+    Presence.objects.filter(node_id=node_id).delete()
     for room_id in room_ids:
         request_presence(room_id)
-    return deleted
+    return room_ids
 
 
 def node_ids() -> set[str]:

@@ -666,7 +666,7 @@ def test_clearing_a_node_forgets_only_its_connections(room, owner, viewer):
 
     cleared = presence.clear_node("node-a")
 
-    assert cleared == 1
+    assert cleared == {room.id}
     assert [entry["user"]["username"] for entry in presence.online(room.id)[0]] == ["owner"]
 
 

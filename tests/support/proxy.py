@@ -123,6 +123,10 @@ class PartitionProxy:
             self._server.close()
         for writer in list(self._links):
             writer.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 @pytest.fixture

@@ -32,12 +32,15 @@ class Command(BaseCommand):
         config = settings.SYNCTV
         host = options["host"] or config.server.host
         port = options["port"] or config.server.port
-        # Sockets this node had before a crash are gone: forget their presence.
-        presence.clear_node(settings.SYNCTV_NODE_ID)
+        # Sockets this node had before a crash are gone: forget their presence (and have the
+        # other nodes re-read their rooms, once connected: see SyncTVServer).
+        crashed_in = presence.clear_node(settings.SYNCTV_NODE_ID)
         logger.info(
             "serving", extra={"host": host, "port": port, "cluster_mode": config.cluster_mode}
         )
-        server = SyncTVServer(application, host, port, config.cluster.shutdown_grace_secs)
+        server = SyncTVServer(
+            application, host, port, config.cluster.shutdown_grace_secs, crashed_in=crashed_in
+        )
         clean = server.serve()
         # Sockets whose consumers daphne cancelled never ran their disconnect: forget them.
         try:
