@@ -106,6 +106,7 @@ class RedisBridge:
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncs: set[asyncio.Task[None]] = set()
         self._refreshes: dict[str, int] = {}  # rooms announced by other nodes → since (ms)
+        self._connecting_since_ms = 0
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -303,11 +304,17 @@ class RedisBridge:
     async def _connect(self) -> str | None:
         """Connect and subscribe; return the server's run_id (None for a Redis Cluster)."""
         self._failed.clear()
+        self._connecting_since_ms = int(time.time() * 1000)
         self.client = open_client(self.target)
         self.publisher = await open_subscriber(self.target, self.client)
         self.pubsub = self.publisher.pubsub()
         channels = [self.broadcast_channel, self.node_channel, *self.watched]
         await self._subscribe(channels, read_here=True)
+        # Rooms first watched while this ran (watch() subscribes only once healthy).
+        subscribed = set(channels)
+        while late := [channel for channel in self.watched if channel not in subscribed]:
+            await self._subscribe(late, read_here=True)
+            subscribed.update(late)
         if self.target.kind == "cluster":
             return None  # many servers: stream ids are not compared across a reconnect
         async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
@@ -316,8 +323,14 @@ class RedisBridge:
 
     async def _catch_up(self, server_id: str | None, outage_started: int | None) -> None:
         """Back after a cut: apply what the rooms' streams kept, re-read the rest from the
-        database, and announce the rooms that changed here meanwhile."""
-        if outage_started is not None:
+        database, and announce the rooms that changed here meanwhile. On the first
+        connection, the rooms watched before it (their sockets' snapshots came before the
+        subscription) are re-read."""
+        if outage_started is None:
+            unknown = {room for room in self.rooms() if self.streams.applied.get(room) is None}
+            if unknown:
+                self._resync(unknown, self._connecting_since_ms)
+        else:
             rooms = self.rooms()
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS + len(rooms) / 100):
                 catchup = await self.streams.missed(self.client, server_id, rooms)

@@ -36,7 +36,9 @@ async def layers() -> AsyncIterator[Callable[..., Awaitable[ClusterChannelLayer]
     made: list[ClusterChannelLayer] = []
     recoveries.clear()
 
-    async def make(url: str, node_id: str, **options) -> ClusterChannelLayer:
+    async def make(
+        url: str, node_id: str, connected: bool = True, **options
+    ) -> ClusterChannelLayer:
         """A layer connected to Redis (an event sent before would be announced as missed)."""
         layer = ClusterChannelLayer(
             redis_url=url,
@@ -47,8 +49,9 @@ async def layers() -> AsyncIterator[Callable[..., Awaitable[ClusterChannelLayer]
             **options,
         )
         made.append(layer)
-        async with asyncio.timeout(DEADLINE):
-            await layer.bridge.wait_connected()
+        if connected:
+            async with asyncio.timeout(DEADLINE):
+                await layer.bridge.wait_connected()
         return layer
 
     yield make
@@ -167,3 +170,27 @@ async def test_a_layer_back_from_a_cut_announces_the_rooms_it_changed_meanwhile(
 
     assert [rooms for rooms, _ in recoveries] == [{"r"}]  # not the quiet room
     assert changed_at_ms - 1000 <= recoveries[0][1] <= changed_at_ms + 1000
+
+
+async def test_a_room_first_watched_while_the_layer_connects_is_subscribed_and_re_read(
+    redis_server,  # noqa: F811
+    partition_proxy,  # noqa: F811
+    layers,
+):
+    proxy = partition_proxy(redis_server.port)
+    proxy.latency = 0.1  # connecting (commands, subscriptions) takes many round trips
+    sender = await layers(redis_server.url, "sender")
+    receiver = await layers(proxy.url, "receiver", connected=False)
+    bridge = receiver.bridge  # starts connecting
+    await until(lambda: bridge.client is not None, "the first connection under way")
+    assert not bridge.healthy
+    channel = await receiver.new_channel()
+    await receiver.group_add("room.r", channel)  # a socket joins meanwhile
+    async with asyncio.timeout(DEADLINE):
+        await receiver.bridge.wait_connected()
+    proxy.latency = 0.0
+    await subscribed(sender, receiver, channel)
+    await until(lambda: bool(recoveries), "a re-read of the room")
+
+    # Its snapshot was read before the subscription: what came between is re-read.
+    assert [rooms for rooms, _ in recoveries] == [{"r"}]

@@ -5,7 +5,7 @@ node and Redis while the other nodes keep their direct link.
 nothing more crosses them (bytes are dropped, as lost packets), and new connections are
 accepted and then left silent, so the client sees timeouts, never a reset. `heal()` closes
 every connection that lived through the cut (their state is lost on both sides) and forwards
-new ones again. The proxy runs its own event loop in a thread and stops in `close()`.
+new ones again. `latency` slows every chunk down instead. The proxy runs its own event loop in a thread and stops in `close()`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class PartitionProxy:
         self.target_port = target_port
         self.port = 0
         self.cut_off = False
+        self.latency = 0.0  # seconds added to every chunk forwarded (a slow link)
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
@@ -114,6 +115,8 @@ class PartitionProxy:
         while data := await source.read(CHUNK):
             if self.cut_off or own in self._stale or sink in self._stale:
                 continue  # lost on the wire
+            if self.latency:
+                await asyncio.sleep(self.latency)
             sink.write(data)
             await sink.drain()
         sink.close()
