@@ -69,6 +69,25 @@ class _ChannelQueue:
         return not self.entries and not self.waiters
 
 
+class _ReceiptLog:
+    """The last `size` receipts of a group, in order, with constant-time lookups."""
+
+    def __init__(self, size: int) -> None:
+        self.order: deque[Any] = deque()
+        self.seen: set[Any] = set()
+        self.size = size
+
+    def add(self, receipt: Any) -> bool:
+        """Remember a receipt; False if it was already there."""
+        if receipt in self.seen:
+            return False
+        if len(self.order) >= self.size:
+            self.seen.discard(self.order.popleft())
+        self.order.append(receipt)
+        self.seen.add(receipt)
+        return True
+
+
 class LocalHub:
     """Groups → channel names, channel → bounded FIFO queue; all state of one event loop.
 
@@ -99,7 +118,7 @@ class LocalHub:
         self._on_fast_delivered = on_fast_delivered
         self._next_sweep = clock() + expiry
         # group → the `receipt` values of the last messages it was handed (see fan_out).
-        self._receipts: dict[str, deque[Any]] = {}
+        self._receipts: dict[str, _ReceiptLog] = {}
 
     def put(self, channel: str, message: Message) -> bool:
         """Queue a message for one channel; False if the channel is full (nothing queued)."""
@@ -121,14 +140,15 @@ class LocalHub:
         Members with a sink get a fast-lane message as one frame, made once for all of them;
         the others get the message object queued. A full member is not an error: its
         backlog is replaced by one overflow notice and it gets no group messages until it
-        has received that notice.
+        has received that notice. A message with a `receipt` the group was already handed
+        (the same chat, live and from a re-read after an outage) is not handed again.
         """
         members = self._groups.get(group)
         if not members:
             return 0
         receipt = message.get("receipt")
-        if receipt is not None:
-            self._receipt_log(group).append(receipt)
+        if receipt is not None and not self._receipt_log(group).add(receipt):
+            return 0  # its members already have it (live and a re-read crossed)
         now = self._tick()
         joined_before = now - self._group_expiry
         deadline = now + self._expiry
@@ -212,16 +232,17 @@ class LocalHub:
                 if waiter in queue.waiters:
                     queue.waiters.remove(waiter)
 
-    def _receipt_log(self, group: str) -> deque[Any]:
+    def _receipt_log(self, group: str) -> _ReceiptLog:
         log = self._receipts.get(group)
         if log is None:
-            log = self._receipts[group] = deque(maxlen=RECEIPTS_PER_GROUP)
+            log = self._receipts[group] = _ReceiptLog(RECEIPTS_PER_GROUP)
         return log
 
     def receipts(self, group: str) -> Collection[Any]:
         """The `receipt` values of the latest messages fanned out to this group (at most
         RECEIPTS_PER_GROUP, while the group exists): what its members were already given."""
-        return tuple(self._receipts.get(group, ()))
+        log = self._receipts.get(group)
+        return tuple(log.order) if log is not None else ()
 
     def add(self, group: str, channel: str) -> bool:
         """Add (or refresh) a channel's membership; True if this created the group."""

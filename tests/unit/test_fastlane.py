@@ -146,3 +146,17 @@ def test_a_group_remembers_the_receipts_of_what_its_members_were_handed():
     assert "chat:0" not in kept and "chat:1" not in kept
     assert f"chat:{RECEIPTS_PER_GROUP + 4}" in kept
     assert hub.receipts("room.r") == ()  # forgotten with the group
+
+
+def test_a_message_whose_receipt_the_group_already_has_is_not_handed_out_again():
+    hub = make_hub()
+    sink = RecordingSink()
+    hub.add("room.r", "a!x")
+    hub.attach_sink("a!x", sink)
+    chat = {"type": "room.event", "text": '{"type":"chat"}', "receipt": "chat:7"}
+
+    first = hub.fan_out("room.r", chat)
+    again = hub.fan_out("room.r", dict(chat))  # the same chat from a re-read
+
+    assert (first, again) == (1, 0)
+    assert len(sink.frames) == 1
