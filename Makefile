@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the tests use; installed with apt-get only when missing. chromium and
 # ffmpeg are for the browser end-to-end tests (tests/e2e/): Playwright drives Debian's
-# chromium, ffmpeg makes the test media.
-APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client chromium ffmpeg
+# chromium, ffmpeg makes the test media; prometheus (with promtool) and nginx are run by
+# the monitoring and load-balancer tests against deploy/.
+APT_PACKAGES := redis-server redis-sentinel redis-tools postgresql-client chromium ffmpeg \
+  prometheus nginx
 # Stamp of the last `npm ci` (hls.js, served from node_modules): redone when the lock changes.
 NODE_STAMP := node_modules/.synctv-npm-ci
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/synctv
