@@ -96,6 +96,8 @@ class RedisBridge:
         self.degraded_since_ms: int | None = None
         self.watched: dict[str, int] = {}  # room pub/sub channel → local groups using it
         self._confirmations: dict[str, asyncio.Event] = {}
+        # Room channels whose first watch is still subscribing: later watchers wait for it.
+        self._subscribing: dict[str, asyncio.Event] = {}
         self.streams = RoomStreams(key_prefix, streams or StreamSettings())
         # Rooms whose events were dropped while cut off → the earliest dropped event's time.
         self.changed_while_cut: dict[str, int] = {}
@@ -226,17 +228,36 @@ class RedisBridge:
         channel = self._room_channel(room_id)
         self.watched[channel] = self.watched.get(channel, 0) + 1
         if self.watched[channel] > 1:
+            await self.until_subscribed(room_id)
             return
         self.streams.applied[room_id] = None  # unknown until the stream is read
         if not self.healthy:
             return
-        if self.target.kind != "cluster":  # (no streams in a Redis Cluster: see _send)
-            # Where the room's stream stands before subscribing: after a cut, what came
-            # later is read back from there.
+        done = self._subscribing[channel] = asyncio.Event()
+        try:
+            if self.target.kind != "cluster":  # (no streams in a Redis Cluster: see _send)
+                # Where the room's stream stands before subscribing: after a cut, what came
+                # later is read back from there.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
+                        await self.streams.start_watching(self.client, room_id)
+            await self._subscribe([channel])
+        finally:
+            done.set()
+            if self._subscribing.get(channel) is done:
+                del self._subscribing[channel]
+
+    async def until_subscribed(self, room_id: str) -> None:
+        """Return once the room's subscription, if one is being made, is live (or failed).
+
+        A socket joining a room whose first socket on this node is still subscribing would
+        otherwise read its snapshot before the subscription is live, and an event published
+        in between would reach it neither way (the soak's lost chat line)."""
+        pending = self._subscribing.get(self._room_channel(room_id))
+        if pending is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
-                    await self.streams.start_watching(self.client, room_id)
-        await self._subscribe([channel])
+                    await pending.wait()
 
     async def unwatch(self, room_id: str) -> None:
         """A local group of this room is gone; unsubscribe when it was the last."""

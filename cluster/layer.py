@@ -214,8 +214,11 @@ class ClusterChannelLayer(BaseChannelLayer):
         created = self.hub.add(group, channel)
         room_id = self.route(group).room
         bridge = self.bridge
-        if created and room_id is not None and bridge is not None:
-            await bridge.watch(room_id)
+        if room_id is not None and bridge is not None:
+            if created:
+                await bridge.watch(room_id)
+            else:
+                await bridge.until_subscribed(room_id)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove a channel from a group; the last one out drops the group."""

@@ -194,3 +194,28 @@ async def test_a_room_first_watched_while_the_layer_connects_is_subscribed_and_r
 
     # Its snapshot was read before the subscription: what came between is re-read.
     assert [rooms for rooms, _ in recoveries] == [{"r"}]
+
+
+async def test_a_second_group_of_a_room_waits_for_the_first_ones_subscription(
+    redis_server,  # noqa: F811
+    partition_proxy,  # noqa: F811
+    layers,
+):
+    """Two sockets of one room joining together on a node: the second one's group_add must
+    not return before the room's subscription is live, or its snapshot could be read before
+    it and an event published in between would reach neither (the soak's lost chat line)."""
+    proxy = partition_proxy(redis_server.port)
+    sender = await layers(redis_server.url, "sender")
+    receiver = await layers(proxy.url, "receiver")
+    proxy.latency = 0.3  # the SUBSCRIBE takes a while to reach Redis
+    first, second = await receiver.new_channel(), await receiver.new_channel()
+    joining = asyncio.create_task(receiver.group_add("room.r", first))
+    await until(lambda: receiver.bridge.watched, "the first watch begun")
+    async with asyncio.timeout(DEADLINE):
+        await receiver.group_add("room.r", second)
+    # What the second socket's snapshot would miss, published the moment its join returns.
+    await sender.group_send("room.r", {"type": "after.join"})
+    async with asyncio.timeout(DEADLINE):
+        await joining
+        message = await receiver.receive(second)
+    assert message["type"] == "after.join"
