@@ -22,7 +22,7 @@ from django.conf import settings
 from rooms.codes import CloseCode
 from rooms.loops import per_loop
 from rooms.models import ChatMessage, Membership, Presence, Room
-from rooms.payloads import chat_payload, room_payload
+from rooms.payloads import chat_payload, me_payload, room_payload
 from rooms.permissions import MemberStatus
 from rooms.services import playback, playlist, presence
 from rooms.services.events import (
@@ -63,14 +63,25 @@ def room_catch_up(
     pairs += [
         (room_group(room_id), message) for message in _chat_catch_up(room_id, since_ms, handed)
     ]
+    pairs += _members_catch_up(room_id, node_id)
+    return pairs
+
+
+def _members_catch_up(room_id: str, node_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each local member's current role and permissions (`me`), and a kick for the banned."""
     local_users = Presence.objects.filter(room_id=room_id, node_id=node_id).values("user_id")
-    banned = Membership.objects.filter(
-        room_id=room_id, status=MemberStatus.BANNED, user_id__in=local_users
+    memberships = Membership.objects.filter(
+        room_id=room_id, user_id__in=local_users
     ).select_related("user__synctv_profile")
-    for membership in banned:
-        frame: dict[str, Any] = {"type": "kicked", "room_id": room_id, "by": None}
-        message = close_message(frame, CloseCode.NOT_ALLOWED, "you were banned from this room")
-        pairs.append((member_group(room_id, membership.user_id), message))
+    pairs = []
+    for membership in memberships:
+        group = member_group(room_id, membership.user_id)
+        if membership.status == MemberStatus.BANNED:
+            frame: dict[str, Any] = {"type": "kicked", "room_id": room_id, "by": None}
+            reason = "you were banned from this room"
+            pairs.append((group, close_message(frame, CloseCode.NOT_ALLOWED, reason)))
+        else:
+            pairs.append((group, event_message({"type": "me", "me": me_payload(membership)})))
     return pairs
 
 

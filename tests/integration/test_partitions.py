@@ -1,9 +1,10 @@
 """Convergence after a partition (issue 8, point 1): real nodes, a real Redis, a TCP proxy.
 
 One node reaches Redis through a `PartitionProxy`, the other directly. While the proxy is
-cut, both sides change playback and chat, and one renames the room and deletes a chat; after the heal every client holds the
-database's playback, both sides' chat (each line once), the deletion and the new name
-within 5 s. The node that was cut reads what it
+cut, both sides change playback and chat, and one renames the room, deletes a chat line and
+makes the other side's user an admin; after the heal every client holds the database's
+playback, both sides' chat (each line once), the deletion, the new name and its own role
+(`me`) within 5 s. The node that was cut reads what it
 missed from the room's Redis Stream; the other re-reads the room from PostgreSQL because
 the cut node announces it. With Redis killed and restarted empty (streams lost), both
 re-read from PostgreSQL. Each test prints its heal-to-converged time. A node whose
@@ -49,11 +50,12 @@ async def _is_degraded(http) -> bool:
 RENAMED = "Renamed during the cut"
 
 
-def _converged(client, version: int, lines: set[str], deleted: int) -> bool:
+def _converged(client, version: int, lines: set[str], deleted: int, role: str | None) -> bool:
     renamed = any(frame["room"]["name"] == RENAMED for frame in client.of_type("room"))
     removed = any(frame["id"] == deleted for frame in client.of_type("chat_deleted"))
     chat = lines <= set(chat_lines(client))
-    return renamed and removed and chat and client.highest_version() == version
+    promoted = role is None or any(f["me"]["role"] == role for f in client.of_type("me"))
+    return renamed and removed and chat and promoted and client.highest_version() == version
 
 
 def _kept_state(client) -> dict:
@@ -95,16 +97,26 @@ async def _cut_both_sides_and_converge(a, b, cut, heal, degraded) -> tuple[float
                 f"/api/rooms/{room['id']}/chat/{doomed_id}", headers=bearer(alice)
             )
             assert removed.status_code == 204, removed.text
+            bob_id = (await http_b.get("/api/me", headers=bearer(bob))).json()["user"]["id"]
+            promoted = await http_a.patch(
+                f"/api/rooms/{room['id']}/members/{bob_id}",
+                json={"role": "admin"},
+                headers=bearer(alice),
+            )
+            assert promoted.status_code == 200, promoted.text
             assert {seek["type"], rate["type"], chat_a["type"], chat_b["type"]} == {"ack"}
             version = await database_version(room["id"])
             lines = {"from A during the cut", "from B during the cut"}
 
             healed = time.monotonic()
             heal()
-            for client in (on_a, on_b):
+            for client, role in ((on_a, None), (on_b, "admin")):
                 await client.wait_until(
-                    lambda client=client: _converged(client, version, lines, doomed_id),
-                    "the database's playback, both sides' chat, the deletion and the new name",
+                    lambda client=client, role=role: _converged(
+                        client, version, lines, doomed_id, role
+                    ),
+                    "the database's playback, both sides' chat, the deletion, the new name"
+                    " and Bob's new role",
                     within=CONVERGED_WITHIN + 5.0,
                 )
             took = time.monotonic() - healed
