@@ -35,6 +35,7 @@ VIEWERS = 10
 FAILOVER_BOUND = 3.0  # issue 9: every viewer back with a fresh snapshot within 3 s
 BACK_DEADLINE = 10.0  # how long the test waits, so that a slow failover is measured, not hung
 READY_DEADLINE = 5.0
+PROBES = 3  # new sockets opened while the node drains
 DRAIN_GRACE_SECS = "10"  # the draining node waits for its held socket, not for the grace
 RECONNECT_CODES = frozenset(
     {None, 1006, CloseCode.INTERNAL_ERROR, CloseCode.SERVER_RESTARTING, CloseCode.TRY_AGAIN_LATER}
@@ -228,6 +229,7 @@ async def test_a_draining_node_gets_no_new_socket_through_nginx(
     async with viewers(proxy, room_id, tokens) as watching:
         on_a = [viewer for viewer in watching if viewer.node_id == a.node_id]
         held = await asyncio.to_thread(HeldSocket, a, room_id, tokens[0])
+        probes = [Viewer(proxy, room_id, tokens[n], f"probe{n}") for n in range(PROBES)]
         try:
             signalled_at = time.monotonic()
             a.process.send_signal(signal.SIGTERM)
@@ -236,24 +238,24 @@ async def test_a_draining_node_gets_no_new_socket_through_nginx(
             unready_after = time.monotonic() - signalled_at
             for viewer in on_a:  # their 1012: nginx counts no socket on a any more
                 await viewer.clients[-1].wait_closed()
-            probe = Viewer(proxy, room_id, tokens[1], "probe")
-            await probe.start()
-            refused_after = probe.snapshots[0][0] - signalled_at
+            for probe in probes:
+                await probe.start()
+            refused_after = probes[0].snapshots[0][0] - signalled_at
             back = [await viewer.wait_for_snapshot(signalled_at, BACK_DEADLINE) for viewer in on_a]
             all_back_after = max(arrived for arrived, _ in back) - signalled_at
-            await probe.stop()
         finally:
+            await asyncio.gather(*(probe.stop() for probe in probes))
             held.close()
     print(
         f"\nnginx drain: /ready 503 {unready_after:.3f} s after SIGTERM; the first new socket, "
         f"refused by the draining node (503) and served by the other, {refused_after:.3f} s; "
         f"its {len(on_a)} viewers all on the other node {all_back_after:.3f} s after"
     )
-    routed = await routed_sockets(proxy, expected=sessions_of([*watching, probe]))
+    routed = await routed_sockets(proxy, expected=sessions_of([*watching, *probes]))
 
     assert len(on_a) == 2
     assert unready == 503
-    assert probe.node_id == b.node_id
+    assert {probe.node_id for probe in probes} == {b.node_id}
     assert {snapshot["node_id"] for _, snapshot in back} == {b.node_id}
     refused = [entry for entry in routed if "503" in entry.upstream_statuses]
     assert refused, routed
