@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -135,6 +135,13 @@ def _clean_request_id(raw: str | None) -> str:
     if raw and len(raw) <= 128 and raw.isprintable():
         return raw
     return uuid.uuid4().hex
+
+
+def correlation_id_of(scope: Mapping[str, Any]) -> str:
+    """A WebSocket's correlation id: its handshake's X-Request-ID (nginx sets one), or made."""
+    header = REQUEST_ID_HEADER.lower().encode()
+    sent = next((value for name, value in scope.get("headers") or () if name == header), None)
+    return _clean_request_id(sent.decode("latin-1") if sent is not None else None)
 
 
 class CorrelationIdMiddleware:

@@ -7,6 +7,7 @@ room events arrive from the channel layer already encoded and are sent as they a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ from django.conf import settings
 from cluster.connections import connection_manager
 from cluster.fastlane import INBOX_KEY, SCOPE_KEY, Sink
 from cluster.hub import Inbox
-from monitoring.logging import bind_log_context
+from monitoring.logging import bind_log_context, correlation_id_of
 from monitoring.metrics import EVENT_DELIVERY_DURATION
 from rooms import joins, protocol, timeouts
 from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
@@ -74,6 +75,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     admitted = False
     present = False  # its presence row is written and counted (joins.JoinBatcher.present)
     closing = False
+    close_sent: tuple[int, str] | None = None  # the code and reason of the server's close
     sink: Sink | None = None  # the fast lane to this socket, when the server offers one
     inbox: Inbox | None = None  # where the layer hands this socket's other messages, if set
 
@@ -127,7 +129,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         loop = asyncio.get_running_loop()
         events.use_event_loop(loop)
         presence.use_event_loop(loop)
-        bind_log_context(room_id=self.room_id, connection_id=self.connection_id)
+        bind_log_context(
+            room_id=self.room_id,
+            connection_id=self.connection_id,
+            correlation_id=correlation_id_of(self.scope),
+        )
         await self.accept()
         try:
             self.user, membership = await database_call(socket_admission)(self.scope, self.room_id)
@@ -147,6 +153,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         bind_log_context(user_id=self.user.id)
         refusal = connection_manager().try_admit(str(self.user.id), self.room_id)
         if refusal is not None:
+            limit = {"limit": refusal, "close_code": int(CloseCode.CONNECTION_LIMIT)}
+            logger.info("socket refused: connection limit", extra=limit)
             await self.close_with(
                 CloseCode.CONNECTION_LIMIT, f"connection limit reached: {refusal}", reason=refusal
             )
@@ -215,7 +223,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if not self.admitted:
             return
         await self._leave_room()
-        logger.info("socket left room", extra={"close_code": code})
+        closed_by = "server" if self.close_sent else "client"
+        code, reason = self.close_sent or (code, "")
+        extra = {"close_code": code, "close_reason": reason, "closed_by": closed_by}
+        logger.info("socket left room", extra=extra)
 
     async def _leave_room(self) -> None:
         """Give back what admission took: the slot, the fast lane, the groups and the
@@ -248,10 +259,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         error_code = CLOSE_ERROR.get(code)
         if error_code is not None:
             await self.send(text_data=encode(error_frame(error_code, message)))
-        await self._close(code, reason)
+        await self._close(code, reason, message)
 
-    async def _close(self, code: int, reason: str | None = None) -> None:
+    async def _close(self, code: int, reason: str | None = None, why: str | None = None) -> None:
+        """Close with `code` and the close frame's `reason`; `why` (or the code's name) is
+        what the log line says when there is no reason."""
         self.closing = True
+        name = CloseCode(code).name.lower() if code in set(CloseCode) else ""
+        self.close_sent = (int(code), reason or why or name)
         await self.close(code=int(code), reason=reason)
 
     # --- frames from the client -------------------------------------------------------
@@ -340,7 +355,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         for text in message["texts"]:
             await self.send(text_data=text)
-        await self._close(message["code"])
+        # The log says why: the first frame's type (`kicked`, `room_deleted`; then an error).
+        why = json.loads(message["texts"][0]).get("type") if message["texts"] else None
+        await self._close(message["code"], why=why)
 
     async def presence_reclaim(self, message: dict[str, Any]) -> None:
         """This node's presence rows were cleared while it was cut off: write ours again."""

@@ -10,6 +10,8 @@
   backlog passes the byte budget (synctv_project/sinks.py, docs/performance.md);
 - SIGTERM/SIGINT drain the node: /ready turns 503, every socket gets `shutdown` and a
   1012 close, and the process waits up to `cluster.shutdown_grace_secs` for them to go;
+  a new WebSocket handshake meanwhile is answered HTTP 503 before the upgrade, which a
+  load balancer retries on another node (nginx: `proxy_next_upstream http_503`);
 - after the reactor stops, database calls that cancelled consumers had started are let
   finish, so the process exits instead of hanging on their threads;
 - background tasks run on daphne's loop while the node serves: the `synctv.jobs` worker
@@ -34,6 +36,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from asgiref.sync import SyncToAsync
+from autobahn.websocket.types import ConnectionDeny
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from daphne.endpoints import build_endpoint_description_strings
@@ -73,6 +76,9 @@ GC_THRESHOLDS = (10_000, 20, 100)
 # How often daphne looks at each connection: finished applications, and timeouts and pings.
 APPLICATION_CHECK_SECS = 1.0
 TIMEOUT_CHECK_SECS = 2.0
+# The answer to a WebSocket handshake on a draining node: a status a load balancer retries
+# elsewhere, as /ready's 503 says the same.
+DRAINING_STATUS = 503
 
 
 # What autobahn keeps of the opening handshake, read by nothing once the socket is open.
@@ -95,6 +101,20 @@ class CloseReasonWebSocketProtocol(WebSocketProtocol):
 
     sink: SocketSink | None = None
     request: Any  # set by daphne's onConnect
+    refused = False  # answered DRAINING_STATUS: never handed to daphne or the application
+
+    def onConnect(self, request: Any) -> Any:
+        """Daphne's, except on a draining node: HTTP 503 before the upgrade, so that the new
+        socket goes to another node (docs/cluster.md, nginx) instead of getting 1012 here."""
+        if getattr(self.factory.server_class, "draining", False):
+            self.refused = True
+            raise ConnectionDeny(DRAINING_STATUS, "draining: connect to another node")
+        return super().onConnect(request)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Daphne's, except for a refused handshake, which daphne never counted."""
+        if not self.refused:
+            super().onClose(wasClean, code, reason)
 
     def onOpen(self) -> None:
         """The handshake is done: the sink starts measuring the transport, and what only the
