@@ -17,6 +17,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path
@@ -72,9 +73,11 @@ class ThroughServices(admin.ModelAdmin):
         return deleted, counts, set(), protected
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        """'Delete selected' deletes each one through delete_model, hence the services."""
-        for obj in queryset:
-            self.delete_model(request, obj)
+        """'Delete selected' deletes each one through delete_model, hence the services: all
+        or none (one transaction; the clients hear of them once it commits)."""
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -247,10 +250,11 @@ class MembershipAdmin(ThroughServices):
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet, status: str) -> None:
         rows = list(queryset.exclude(status=status))
-        for membership in rows:
-            staff.update_member(
-                request.user, membership.room_id, membership.user_id, {"status": status}
-            )
+        with transaction.atomic():  # all or none, as 'delete selected'
+            for membership in rows:
+                staff.update_member(
+                    request.user, membership.room_id, membership.user_id, {"status": status}
+                )
         self.message_user(request, f"{len(rows)} member(s) now {status}.")
 
 
@@ -358,8 +362,9 @@ class AccountAdmin(ThroughServices, UserAdmin):
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Deactivate each selected active user."""
         users = list(queryset.filter(is_active=True))
-        for user in users:
-            staff.deactivate_user(request.user, user)
+        with transaction.atomic():  # all or none, as 'delete selected'
+            for user in users:
+                staff.deactivate_user(request.user, user)
         self.message_user(request, f"{len(users)} user(s) deactivated.")
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:

@@ -21,13 +21,15 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 
 from rooms.codes import CloseCode, ErrorCode
-from rooms.models import ChatMessage, Room
+from rooms.models import ChatMessage, Presence, Room
 from tests.support.clients import (
     add_movie,
     as_guest,
     bearer,
+    close_code_of,
     create_room,
     http_client,
+    open_socket,
     room_client,
     unique,
 )
@@ -285,6 +287,8 @@ async def test_a_user_deactivated_in_the_admin_loses_every_socket_token_and_sess
         by_token = await http.get("/api/me", headers=bearer(bob))
         by_session = await bob_browser.get("/api/me")
         reconnect = await http.post(f"/api/rooms/{first['id']}/join", headers=bearer(bob))
+        async with open_socket(b, first["id"], bob) as socket:
+            refused = await close_code_of(socket)
 
     assert codes == [CloseCode.NOT_ALLOWED] * 3
     for socket in (in_first, in_second, on_a):
@@ -297,7 +301,7 @@ async def test_a_user_deactivated_in_the_admin_loses_every_socket_token_and_sess
         }
     assert still_answered["type"] == "playback"
     assert by_token.status_code == 401 and by_session.status_code == 401
-    assert reconnect.status_code == 401
+    assert reconnect.status_code == 401 and refused == CloseCode.NOT_AUTHENTICATED
     [logged] = log_lines(a, "admin deactivated user")
     assert logged["target_user_id"] == bob_id and logged["tokens_revoked"] >= 1
 
@@ -418,3 +422,47 @@ async def test_the_live_view_is_for_staff_only(serve_node):  # noqa: F811
     for answer in answers:
         assert answer.status_code == 302
         assert answer.headers["location"].startswith("/admin/login/")
+
+
+@pytest.mark.django_db
+def test_a_change_the_service_refuses_is_shown_and_nothing_is_saved(
+    client, admin_user, room, owner
+):
+    creator = room.memberships.get(user=owner.user)
+    client.force_login(admin_user)
+    path = f"/admin/rooms/membership/{creator.pk}/change/"
+    form = AdminForm(client.get(path).content.decode())
+
+    answer = client.post(path, dict(form.with_changes(status="banned")), follow=True)
+
+    creator.refresh_from_db()
+    assert creator.status == "active"
+    assert answer.redirect_chain == [(path, 302)]  # back to the form, with the service's reason
+    assert (
+        '<li class="error">The room&#x27;s creator cannot be changed</li>'
+        in answer.content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_the_live_view_of_a_single_node_lists_it_and_a_node_gone_from_it(
+    client, admin_user, room, viewer, settings
+):
+    Presence.objects.create(connection_id="c1", room=room, user=viewer.user, node_id="gone-1")
+    for connection_id in ("c2", "c3"):
+        Presence.objects.create(
+            connection_id=connection_id,
+            room=room,
+            user=viewer.user,
+            node_id=settings.SYNCTV_NODE_ID,
+        )
+    client.force_login(admin_user)
+
+    state = client.get("/admin/rooms/presence/live.json").json()
+
+    nodes = {node["node_id"]: node for node in state["nodes"]}
+    this = nodes[settings.SYNCTV_NODE_ID]
+    assert state["cluster_mode"] is False
+    assert this["alive"] is True and this["started_at"] <= this["last_seen"]
+    assert this["rooms"] == [{"room_id": room.id, "name": room.name, "connections": 2}]
+    assert nodes["gone-1"]["alive"] is False and nodes["gone-1"]["connections"] == 1
