@@ -38,6 +38,7 @@ from rooms.services.events import (
     error_frame,
     member_group,
     room_group,
+    user_group,
 )
 from rooms.services.snapshot import snapshot_text
 from rooms.ws_auth import socket_admission
@@ -215,6 +216,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         return [
             room_group(self.room_id),
             member_group(self.room_id, self.user.id),
+            user_group(self.user.id),  # the user's account deactivated (room_close)
             NODE_SOCKETS_GROUP,
         ]
 

@@ -1,4 +1,4 @@
-"""Accounts: sign-up, login, guests and bearer tokens."""
+"""Accounts: sign-up, login, guests, bearer tokens, and deactivation by staff."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from rooms.codes import ErrorCode
+from rooms.codes import CloseCode, ErrorCode
 from rooms.errors import ServiceError, bad_request
 from rooms.models import AuthToken, Membership, Presence, Profile
+from rooms.services.events import publish_user_close
 from rooms.services.rooms import has_nul
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
@@ -228,3 +229,24 @@ def prune_expired_guests() -> int:
     ).exclude(pk__in=Presence.objects.values("user_id"))
     _, deleted = expired.delete()
     return deleted.get(user_model._meta.label, 0)
+
+
+def deactivate_user(user: Any) -> int:
+    """Close a user's account site-wide: it may no longer sign in (its sessions then sign in
+    nobody: AccountBackend), every bearer token is revoked, and every socket of the user, in
+    any room on any node, gets `kicked`, an `error` and close 4003. Returns how many tokens
+    went."""
+    with transaction.atomic():
+        type(user).objects.filter(pk=user.pk).update(is_active=False)
+        user.is_active = False
+        revoked, _ = AuthToken.objects.filter(user_id=user.pk).delete()
+        close_user_sockets(user, "your account was deactivated")
+    return revoked
+
+
+def close_user_sockets(user: Any, reason: str) -> None:
+    """Once the transaction commits: every socket of the user, on every node, gets `kicked`,
+    an `error` (forbidden) and close 4003."""
+    publish_user_close(
+        user.pk, {"type": "kicked", "reason": "account_deactivated"}, CloseCode.NOT_ALLOWED, reason
+    )

@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from cluster.layer import BROADCAST, LOCAL_ONLY, Route
-from monitoring.metrics import EVENT_PUBLISH_DURATION, count_published
+from monitoring.metrics import ALL_ROOMS, EVENT_PUBLISH_DURATION, count_published
 from rooms.codes import CLOSE_ERROR, CloseCode
 from rooms.loops import start_task
 
@@ -42,12 +42,17 @@ def member_group(room_id: str, user_id: int) -> str:
     return f"member.{room_id}.{user_id}"
 
 
+def user_group(user_id: int) -> str:
+    """Every connection of one user, in any room, on any node (an account deactivated)."""
+    return f"user.{user_id}"
+
+
 def route_group(group: str) -> Route:
     """The channel layer's routing function (its `routing` option) for the groups above.
 
     `local.*` stays on this node; `room.<id>` and `member.<id>.<user>` travel on room <id>'s
     Redis channel, which only nodes with members of that room subscribe to; anything else
-    goes to every node.
+    (`user.<id>`) goes to every node.
     """
     if group.startswith(LOCAL_GROUP_PREFIX):
         return LOCAL_ONLY
@@ -172,3 +177,12 @@ def publish_close(
     message = close_message(frame, code, reason)
     target = group or room_group(room_id)
     transaction.on_commit(lambda: _send(target, message, room_id, frame["type"]))
+
+
+def publish_user_close(user_id: int, frame: dict[str, Any], code: CloseCode, reason: str) -> None:
+    """Send `frame`, then the matching `error`, then close every connection of a user, in
+    every room on every node, once the write commits."""
+    message = close_message(frame, code, reason)
+    target = user_group(user_id)
+    # Counted under room `*`: it is no one room's event.
+    transaction.on_commit(lambda: _send(target, message, ALL_ROOMS, frame["type"]))

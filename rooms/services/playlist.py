@@ -215,6 +215,13 @@ def add_movie(
 ) -> dict[str, Any]:
     """Append a movie (with its subtitle tracks); the first of an empty room becomes current."""
     require_permission(room_id, user, Permission.ADD_MOVIE)
+    return append_movie(room_id, url, title, subtitles, by=user)
+
+
+def append_movie(
+    room_id: str, url: Any, title: Any = None, subtitles: Any = None, by: Any = None
+) -> dict[str, Any]:
+    """`add_movie` without a permission check (staff in the admin); `by` is who added it."""
     clean_url = _clean_url(url)
     tracks = clean_subtitles(subtitles)
     with transaction.atomic():
@@ -227,18 +234,23 @@ def add_movie(
             type=movie_type(clean_url),
             position=0 if last is None else last + 1,
             subtitles=tracks,
-            added_by=user,
+            added_by=by,
         )
         _bump_and_publish(room_id)
         job_queue.enqueue_on_commit(job_queue.PROBE_MOVIE, movie_id=movie.id)
         if PlaybackState.objects.filter(room_id=room_id, movie__isnull=True).exists():
-            set_movie(room_id, movie.id, by=user)
+            set_movie(room_id, movie.id, by=by)
     return movie_payload(movie)
 
 
 def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Change a movie's url, title or subtitles (the given list replaces the old one)."""
     require_permission(room_id, user, Permission.EDIT_MOVIE)
+    return edit_movie(room_id, movie_id, changes)
+
+
+def edit_movie(room_id: str, movie_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """`update_movie` without a permission check (staff in the admin)."""
     unknown = set(changes) - {"url", "title", "subtitles"}
     if unknown:
         raise bad_request(
@@ -263,6 +275,11 @@ def update_movie(user: Any, room_id: str, movie_id: str, changes: dict[str, Any]
 def delete_movie(user: Any, room_id: str, movie_id: str) -> None:
     """Remove a movie; if it was playing, the room has no current movie until one is set."""
     require_permission(room_id, user, Permission.DELETE_MOVIE)
+    remove_movie(room_id, movie_id, by=user)
+
+
+def remove_movie(room_id: str, movie_id: str, by: Any = None) -> None:
+    """`delete_movie` without a permission check (staff in the admin); `by` is who removed it."""
     with transaction.atomic():
         lock_room(room_id)
         movie = _movie(room_id, movie_id)
@@ -270,7 +287,7 @@ def delete_movie(user: Any, room_id: str, movie_id: str) -> None:
         movie.delete()
         _bump_and_publish(room_id)
         if was_current:
-            set_movie(room_id, None, by=user)
+            set_movie(room_id, None, by=by)
 
 
 def reorder(user: Any, room_id: str, order: Any) -> dict[str, Any]:

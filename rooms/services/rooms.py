@@ -198,6 +198,11 @@ def require_admin(room_id: str, user: Any) -> Membership:
 def update_room(user: Any, room_id: str, changes: dict[str, Any]) -> Room:
     """Change name, password, hidden or settings (admins); publishes `room`."""
     require_admin(room_id, user)
+    return change_room(room_id, changes)
+
+
+def change_room(room_id: str, changes: dict[str, Any]) -> Room:
+    """Apply `update_room`'s changes without a room role (staff in the admin); publishes `room`."""
     allowed = {"name", "password", "hidden", "settings"}
     unknown = set(changes) - allowed
     if unknown:
@@ -237,6 +242,12 @@ def delete_room(user: Any, room_id: str) -> None:
     membership = require_active_member(room_id, user)
     if membership.role != Role.CREATOR:
         raise forbidden("only the room's creator may delete it")
+    remove_room(room_id)
+
+
+def remove_room(room_id: str) -> None:
+    """Delete a room without a room role (staff in the admin); its sockets get `room_deleted`
+    and close 4004, on every node."""
     with transaction.atomic():
         # The room's row first, as every playlist change does: the cascade then deletes
         # movies, which a reorder would otherwise lock in between.
