@@ -23,7 +23,7 @@ from cluster.connections import connection_manager
 from cluster.fastlane import INBOX_KEY, SCOPE_KEY, Sink
 from cluster.hub import Inbox
 from monitoring.logging import bind_log_context
-from monitoring.metrics import EVENT_DELIVERY_DURATION
+from monitoring.metrics import EVENT_DELIVERY_DURATION, count_close, count_refusal
 from rooms import joins, protocol, timeouts
 from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
 from rooms.db import database_call
@@ -147,6 +147,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         bind_log_context(user_id=self.user.id)
         refusal = connection_manager().try_admit(str(self.user.id), self.room_id)
         if refusal is not None:
+            count_refusal(refusal)
             await self.close_with(
                 CloseCode.CONNECTION_LIMIT, f"connection limit reached: {refusal}", reason=refusal
             )
@@ -252,6 +253,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _close(self, code: int, reason: str | None = None) -> None:
         self.closing = True
+        count_close(code)
         await self.close(code=int(code), reason=reason)
 
     # --- frames from the client -------------------------------------------------------
