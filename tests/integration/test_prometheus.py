@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.test_fast_lane import UNLIMITED, open_stalled_socket
 from tests.support.clients import (
     as_guest,
     close_code_of,
     create_room,
     http_client,
+    metric_value,
     open_socket,
     room_client,
 )
@@ -249,6 +251,41 @@ async def test_label_switches_drop_the_per_room_and_per_user_series(
         assert series
         assert {labels.get("room", "*") for labels in series} == {"*"}, series
         assert not [labels for labels in series if "user" in labels], series
+
+
+async def test_a_client_too_slow_for_its_room_is_counted_as_a_1013_close(
+    serve_node,  # noqa: F811
+    prometheus: PrometheusServer,  # noqa: F811
+):
+    node = serve_node(
+        env={
+            **UNLIMITED,
+            "SYNCTV__WEBSOCKET__TRANSPORT_BUFFER_BYTES": "1024",
+            "SYNCTV__WEBSOCKET__SEND_BACKLOG_BYTES": "1024",
+        }
+    )
+    prometheus.scrape([instance(node)])
+    slow_closes = f"synctv_connection_closes_total{selector(node, code='1013')}"
+    closed_1013 = f'code="1013",node="{node.node_id}"'
+    assert await prometheus.wait_value(slow_closes, lambda v: True, "the 1013 series") == 0
+    async with http_client(node) as http:
+        owner = await as_guest(http, "Olga")
+        stalled_token = await as_guest(http, "Stan")
+        room = await create_room(http, owner)
+    big = "€" * 4000  # about 24 KB a chat frame, once escaped in JSON
+    async with http_client(node) as http, room_client(node, room["id"], owner, "owner") as sender:
+        stalled = await open_stalled_socket(node, room["id"], stalled_token)
+        try:
+            await sender.wait_for("presence", lambda frame: frame["viewer_count"] == 2)
+            for _ in range(100):  # at most ~12 MB: far more than the kernel buffers hold
+                for _ in range(5):
+                    await sender.send({"type": "chat", "text": big})
+                page = (await http.get("/metrics")).text
+                if metric_value(page, "synctv_connection_closes_total", closed_1013):
+                    break
+            await prometheus.wait_value(slow_closes, lambda v: v == 1, "one 1013 close")
+        finally:
+            stalled.close()
 
 
 def promtool(*args: str) -> str:
