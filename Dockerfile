@@ -17,7 +17,8 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 COPY --from=web /web/node_modules/hls.js/dist node_modules/hls.js/dist
-RUN mkdir -p /data && useradd --system --home /app synctv && chown synctv /data
+# A fixed uid, so that Kubernetes can check runAsNonRoot (deploy/k8s/nodes.yaml runAsUser).
+RUN mkdir -p /data && useradd --system --uid 10001 --home /app synctv && chown synctv /data
 USER synctv
 VOLUME ["/data"]
 EXPOSE 8080

@@ -36,6 +36,17 @@ REDIS_PUBSUB_MESSAGES = Counter(
 REDIS_CONNECTION_ERRORS = Counter(
     "synctv_redis_connection_errors_total", "Redis connection errors", ["node"]
 )
+# Beyond SPEC §5 (docs/monitoring.md): what the alerts on refusals and slow clients read.
+CONNECTION_REFUSALS = Counter(
+    "synctv_connection_refusals_total",
+    "Sockets refused by a connection limit (close 4029), by limit",
+    ["node", "reason"],
+)
+CONNECTION_CLOSES = Counter(
+    "synctv_connection_closes_total",
+    "Sockets the server closed, by close code",
+    ["node", "code"],
+)
 EVENT_PUBLISH_DURATION = Histogram(
     "synctv_event_publish_duration_seconds",
     "Time to publish one event",
@@ -48,6 +59,9 @@ EVENT_DELIVERY_DURATION = Histogram(
 )
 
 ALL_ROOMS = "*"
+# What ConnectionManager.try_admit names a refusal (SPEC §4, the 4029 reason text).
+LIMIT_REASONS = ("per_user", "per_room", "global")
+SLOW_CLIENT_CLOSE_CODE = "1013"
 
 
 def room_label(room_id: str) -> str:
@@ -58,3 +72,23 @@ def room_label(room_id: str) -> str:
 def count_published(room_id: str, event_type: str) -> None:
     """Count one published room event."""
     EVENTS_PUBLISHED.labels(room=room_label(room_id), type=event_type).inc()
+
+
+def count_refusal(reason: str) -> None:
+    """Count one socket refused by the limit `reason` (`per_user`, `per_room`, `global`)."""
+    CONNECTION_REFUSALS.labels(node=settings.SYNCTV_NODE_ID, reason=reason).inc()
+
+
+def count_close(code: int) -> None:
+    """Count one socket the server closed with `code`."""
+    CONNECTION_CLOSES.labels(node=settings.SYNCTV_NODE_ID, code=str(int(code))).inc()
+
+
+def initialise_node_series() -> None:
+    """Export this node's alerting counters at 0 from the start, so that `increase()` sees
+    their first step (a counter first scraped at 1 counts as no increase)."""
+    node = settings.SYNCTV_NODE_ID
+    for reason in LIMIT_REASONS:
+        CONNECTION_REFUSALS.labels(node=node, reason=reason)
+    CONNECTION_CLOSES.labels(node=node, code=SLOW_CLIENT_CLOSE_CODE)
+    REDIS_CONNECTION_ERRORS.labels(node=node)

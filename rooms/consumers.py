@@ -24,7 +24,7 @@ from cluster.connections import connection_manager
 from cluster.fastlane import INBOX_KEY, SCOPE_KEY, Sink
 from cluster.hub import Inbox
 from monitoring.logging import bind_log_context, correlation_id_of
-from monitoring.metrics import EVENT_DELIVERY_DURATION
+from monitoring.metrics import EVENT_DELIVERY_DURATION, count_close, count_refusal
 from rooms import joins, protocol, timeouts
 from rooms.codes import CLOSE_ERROR, MAX_FRAME_BYTES, CloseCode, ErrorCode
 from rooms.db import database_call
@@ -156,6 +156,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if refusal is not None:
             limit = {"limit": refusal, "close_code": int(CloseCode.CONNECTION_LIMIT)}
             logger.info("socket refused: connection limit", extra=limit)
+            count_refusal(refusal)
             await self.close_with(
                 CloseCode.CONNECTION_LIMIT, f"connection limit reached: {refusal}", reason=refusal
             )
@@ -269,6 +270,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.closing = True
         name = CloseCode(code).name.lower() if code in set(CloseCode) else ""
         self.close_sent = (int(code), reason or why or name)
+        count_close(code)
         await self.close(code=int(code), reason=reason)
 
     # --- frames from the client -------------------------------------------------------

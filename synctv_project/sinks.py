@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from monitoring.metrics import count_close
+
 logger = logging.getLogger("synctv.server")
 
 SLOW_CLIENT_CODE = 1013
@@ -188,6 +190,7 @@ class SocketSink:
             extra={"backlog_bytes": self.backlog_bytes, "close_code": SLOW_CLIENT_CODE},
         )
         self._drop()
+        count_close(SLOW_CLIENT_CODE)
         if self.transport is not None and self._open():
             # Written behind whole frames only, so the stream stays valid for the client.
             self.protocol.sendCloseFrame(code=SLOW_CLIENT_CODE, reasonUtf8=SLOW_CLIENT_REASON)
