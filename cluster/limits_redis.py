@@ -136,6 +136,9 @@ class ClusterAdmission:
     async def keep_leases(self, sockets: Mapping[str, Socket]) -> None:
         """Renew the leases of this node's open sockets (connection id → user, room) every
         third of a lease; forever (cancel to stop)."""
+        bridge = self.bridge()
+        if bridge is not None:
+            await bridge.wait_connected()  # not connected yet at start: no outage to report
         while True:
             await self.renew(sockets)
             await asyncio.sleep(self.renew_every)
