@@ -14,7 +14,12 @@ from cluster.limits_redis import ClusterAdmission
 from rooms.codes import CloseCode, ErrorCode
 from tests.support.clients import FRAME_TIMEOUT, RoomClient, as_guest, create_room, http_client
 from tests.support.cluster import cluster, cluster_env  # noqa: F401
-from tests.support.redis_servers import RedisServer, redis_server  # noqa: F401
+from tests.support.redis_servers import (  # noqa: F401
+    RedisServer,
+    redis_cluster,
+    redis_server,
+    shared_redis_cluster,
+)
 from tests.support.servers import serve_node  # noqa: F401
 
 pytestmark = pytest.mark.serve
@@ -193,3 +198,26 @@ async def test_without_redis_limits_fall_back_to_each_node_then_the_cluster_agai
     )
     await attempts.admitted(a, room, bob)
     assert await attempts.refusal(b, room, bob) == "per_user"
+
+
+async def test_cluster_scope_works_on_a_redis_cluster(
+    serve_node,  # noqa: F811
+    redis_cluster,  # noqa: F811
+    attempts,
+):
+    env = {
+        **CLUSTER_SCOPE,
+        "SYNCTV__REDIS__URL": redis_cluster.url,
+        "SYNCTV__REDIS__CLUSTER_MODE": "true",
+        "SYNCTV__CLUSTER__CONNECTION_LIMITS__PER_USER": "1",
+    }
+    a, b = serve_node(env=env), serve_node(env=env)
+    (alice,), (room,) = await guests_and_rooms(a, users=1, rooms=1)
+
+    first = await attempts.admitted(a, room, alice)
+    # The script's three keys share one slot (their hash tag): no CROSSSLOT refusal, and
+    # no fallback to per-node counts, which would admit this one.
+    assert await attempts.refusal(b, room, alice) == "per_user"
+    await first.close()
+    await attempts.admitted_within(b, room, alice, SLOT_DEADLINE)
+    assert PER_NODE_LOG_LINE not in a.log_tail(200) + b.log_tail(200)
