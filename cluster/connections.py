@@ -1,7 +1,10 @@
-"""The connection manager: counts this node's sockets and enforces per-node limits.
+"""The connection manager: counts this node's sockets and enforces the connection limits.
 
-Limits are per node by design (see docs/cluster.md): no cross-node bookkeeping on the
-connect path, and load spreads naturally across nodes.
+By default (`cluster.connection_limits.scope: node`) the limits are per node: no
+cross-node bookkeeping on the connect path, and load spreads naturally across nodes. With
+`scope: cluster` (cluster mode) the per-user, per-room and global counts are the whole
+cluster's, kept in Redis (cluster/limits_redis.py), and this node's own counts serve while
+Redis is away. The limits themselves can change at runtime (cluster/limits.py).
 """
 
 from __future__ import annotations
@@ -9,21 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from dataclasses import dataclass
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from prometheus_client import Gauge
 
+from cluster.bridge import RedisBridge
+from cluster.limits import EffectiveLimits, RuntimeLimits
+from cluster.limits_redis import NOT_REACHED, ClusterAdmission, Socket
 from monitoring.metrics import CONNECTIONS_PER_ROOM, CONNECTIONS_PER_USER, CONNECTIONS_TOTAL
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """How many sockets one node admits per user, per room and in all."""
-
-    per_user: int
-    per_room: int
-    global_: int
 
 
 class ConnectionManager:
@@ -31,37 +28,56 @@ class ConnectionManager:
 
     def __init__(
         self,
-        limits: ConnectionLimits,
         node_id: str,
         per_user_labels: bool = True,
         per_room_labels: bool = True,
+        cluster: ClusterAdmission | None = None,
     ) -> None:
-        self.limits = limits
+        self.limits = RuntimeLimits()
         self.node_id = node_id
         self.per_user_labels = per_user_labels
         self.per_room_labels = per_room_labels
+        self.cluster = cluster  # the cluster-wide counts, with scope `cluster`
         self.by_user: Counter[str] = Counter()
         self.by_room: Counter[str] = Counter()
         self.total = 0
+        self.sockets: dict[str, Socket] = {}  # connection id → (user, room), scope `cluster`
         self._empty = asyncio.Event()
         self._empty.set()
 
-    def try_admit(self, user_id: str, room_id: str) -> str | None:
+    async def try_admit(self, user_id: str, room_id: str, connection_id: str) -> str | None:
         """Count a new socket, or return which limit (`per_user`, `per_room`, `global`) refuses it."""
-        if self.total >= self.limits.global_:
+        limits = self.limits.current()
+        refusal: str | None = NOT_REACHED
+        if self.cluster is not None:
+            counts = (limits.global_, limits.per_user, limits.per_room)
+            refusal = await self.cluster.admit(connection_id, user_id, room_id, counts)
+        if refusal == NOT_REACHED:
+            refusal = self._refusal_here(limits, user_id, room_id)
+        if refusal is None:
+            self._count(user_id, room_id, connection_id)
+        return refusal
+
+    def _refusal_here(self, limits: EffectiveLimits, user_id: str, room_id: str) -> str | None:
+        """The limit this node's own counts refuse a new socket with, if any."""
+        if self.total >= limits.global_:
             return "global"
-        if self.by_user[user_id] >= self.limits.per_user:
+        if self.by_user[user_id] >= limits.per_user:
             return "per_user"
-        if self.by_room[room_id] >= self.limits.per_room:
+        if self.by_room[room_id] >= limits.per_room:
             return "per_room"
+        return None
+
+    def _count(self, user_id: str, room_id: str, connection_id: str) -> None:
         self.total += 1
         self._empty.clear()
         self.by_user[user_id] += 1
         self.by_room[room_id] += 1
+        if self.cluster is not None:
+            self.sockets[connection_id] = (user_id, room_id)
         self._export(user_id, room_id)
-        return None
 
-    def release(self, user_id: str, room_id: str) -> None:
+    def release(self, user_id: str, room_id: str, connection_id: str) -> None:
         """Forget a socket that was admitted."""
         self.total -= 1
         if not self.total:
@@ -72,6 +88,9 @@ class ConnectionManager:
             del self.by_user[user_id]
         if self.by_room[room_id] <= 0:
             del self.by_room[room_id]
+        if self.cluster is not None:
+            self.sockets.pop(connection_id, None)
+            self.cluster.release(connection_id, user_id, room_id)
         self._export(user_id, room_id)
 
     async def wait_until_empty(self) -> None:
@@ -94,6 +113,11 @@ class ConnectionManager:
                 gauge.remove(key, self.node_id)
 
 
+def _layer_bridge() -> RedisBridge | None:
+    """The running event loop's Redis bridge (None outside cluster mode)."""
+    return getattr(get_channel_layer(), "bridge", None)
+
+
 _manager: ConnectionManager | None = None
 
 
@@ -103,10 +127,13 @@ def connection_manager() -> ConnectionManager:
     if _manager is None:
         config = settings.SYNCTV
         limits = config.cluster.connection_limits
+        cluster = None
+        if config.cluster_mode and limits.scope == "cluster":
+            cluster = ClusterAdmission(config.redis.key_prefix, limits.lease_secs, _layer_bridge)
         _manager = ConnectionManager(
-            ConnectionLimits(limits.per_user, limits.per_room, limits.global_),
             node_id=settings.SYNCTV_NODE_ID,
             per_user_labels=config.metrics.per_user_labels,
             per_room_labels=config.metrics.per_room_labels,
+            cluster=cluster,
         )
     return _manager

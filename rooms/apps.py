@@ -8,3 +8,7 @@ class RoomsConfig(AppConfig):
 
     name = "rooms"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the runtime connection limits' admin page (rooms/admin_limits.py)."""
+        from rooms import admin_limits  # noqa: F401

@@ -152,7 +152,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
             return
         bind_log_context(user_id=self.user.id)
-        refusal = connection_manager().try_admit(str(self.user.id), self.room_id)
+        refusal = await connection_manager().try_admit(
+            str(self.user.id), self.room_id, self.connection_id
+        )
         if refusal is not None:
             limit = {"limit": refusal, "close_code": int(CloseCode.CONNECTION_LIMIT)}
             logger.info("socket refused: connection limit", extra=limit)
@@ -237,7 +239,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if not self.admitted:
             return
         self.admitted = False
-        connection_manager().release(str(self.user.id), self.room_id)
+        connection_manager().release(str(self.user.id), self.room_id, self.connection_id)
         if self.sink is not None:
             self.channel_layer.detach_sink(self.channel_name)
         for group in self._groups():
@@ -388,14 +390,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         is closing."""
         if self.closing or not self.admitted:
             return None
-        limits = settings.SYNCTV.cluster.connection_limits
+        limits = connection_manager().limits.current()  # may change at runtime
         return min(
             self.started + limits.max_duration_secs, self.last_activity + limits.idle_timeout_secs
         )
 
     async def time_out(self) -> None:
         """Close with 4010 past the maximum duration, else with 4008 (idle)."""
-        limits = settings.SYNCTV.cluster.connection_limits
+        limits = connection_manager().limits.current()
         if time.monotonic() >= self.started + limits.max_duration_secs:
             await self.close_with(
                 CloseCode.MAX_DURATION, "this connection reached its maximum duration: reconnect"

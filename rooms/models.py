@@ -7,8 +7,9 @@ import string
 from typing import Any
 
 from django.conf import settings
-from django.db import models
-from django.db.models.signals import pre_save
+from django.core.validators import MinValueValidator
+from django.db import models, transaction
+from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from rooms.permissions import MemberStatus, Role
@@ -157,3 +158,77 @@ class Presence(models.Model):
     user = models.ForeignKey(USER_MODEL, on_delete=models.CASCADE, related_name="+")
     node_id = models.CharField(max_length=128, db_index=True)
     connected_at = models.DateTimeField(auto_now_add=True)
+
+
+def _limit_field(name: str, unit: str) -> models.PositiveIntegerField:
+    """A limit staff may set; blank keeps `cluster.connection_limits.<name>` (same rule: >= 1)."""
+    return models.PositiveIntegerField(
+        name,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=f"{unit}; blank: the configured default",
+    )
+
+
+class ConnectionLimitOverrides(models.Model):
+    """The connection limits staff set at runtime (one row, SINGLETON_ID); a blank field keeps
+    the configured default. Every node applies a change within seconds (cluster/limits.py)."""
+
+    SINGLETON_ID = 1
+
+    per_user = _limit_field("per user", "sockets per user")
+    per_room = _limit_field("per room", "sockets per room")
+    global_limit = _limit_field("global", "sockets in all")
+    idle_timeout_secs = _limit_field("idle timeout", "seconds without a frame from the client")
+    max_duration_secs = _limit_field("maximum duration", "seconds a socket may stay open")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "connection limits"
+
+    def __str__(self) -> str:
+        return "Connection limits"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """There is one row: whatever is saved is it."""
+        self.pk = self.SINGLETON_ID
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> ConnectionLimitOverrides:
+        """The row, made (all blank) the first time."""
+        return cls.objects.get_or_create(pk=cls.SINGLETON_ID)[0]
+
+    @classmethod
+    def current_values(cls) -> dict[str, int | None]:
+        """Staff's limits by the names of cluster.limits.LIMIT_NAMES (None: the default)."""
+        row = cls.objects.filter(pk=cls.SINGLETON_ID).first()
+        return row.values() if row is not None else {}
+
+    def values(self) -> dict[str, int | None]:
+        """This row's limits by the names of cluster.limits.LIMIT_NAMES."""
+        return {
+            "per_user": self.per_user,
+            "per_room": self.per_room,
+            "global_": self.global_limit,
+            "idle_timeout_secs": self.idle_timeout_secs,
+            "max_duration_secs": self.max_duration_secs,
+        }
+
+
+@receiver(post_save, sender=ConnectionLimitOverrides)
+def apply_limit_overrides_here(
+    sender: Any, instance: ConnectionLimitOverrides, **kwargs: Any
+) -> None:
+    """The node that saves the limits applies them at once; the others on their next read."""
+    values = instance.values()
+    transaction.on_commit(lambda: _apply_limits(values))
+
+
+def _apply_limits(values: dict[str, int | None]) -> None:
+    from cluster.connections import connection_manager
+    from rooms import timeouts
+
+    if connection_manager().limits.apply(values):
+        timeouts.reschedule_everywhere()

@@ -43,6 +43,21 @@ class TimeoutSweeper:
         if due is not None:
             self._push(due, weakref.ref(socket))
 
+    def reschedule(self) -> None:
+        """Ask every socket its deadline again: the idle timeout or maximum duration changed
+        (cluster/limits.py), and a lowered one may already have passed."""
+        entries = []
+        for _, _, ref in self.heap:
+            socket = ref()
+            due = socket.timeout_due() if socket is not None else None
+            if due is not None:
+                entries.append((due, next(self.order), ref))
+        heapq.heapify(entries)
+        self.heap = entries
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(entries[0][0], self._sweep) if entries else None
+
     def _push(self, due: float, ref: weakref.ref[Watched]) -> None:
         heapq.heappush(self.heap, (due, next(self.order), ref))
         if self.timer is None or due < self.timer.when():
@@ -75,3 +90,10 @@ _sweepers: dict[asyncio.AbstractEventLoop, TimeoutSweeper] = {}
 def sweeper() -> TimeoutSweeper:
     """The running event loop's sweeper."""
     return per_loop(_sweepers, TimeoutSweeper)
+
+
+def reschedule_everywhere() -> None:
+    """Have every event loop's sweeper ask its sockets' deadlines again (from any thread)."""
+    for loop, found in list(_sweepers.items()):
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(found.reschedule)

@@ -92,13 +92,21 @@ class RedisConfig(Section):
 
 
 class ConnectionLimits(Section):
-    """`cluster.connection_limits:` — per-node limits on WebSocket connections."""
+    """`cluster.connection_limits:` — limits on WebSocket connections, the defaults of the
+    admin's runtime limits (docs/cluster.md, "Connection limits")."""
 
     per_user: int = Field(10, ge=1)
     per_room: int = Field(1000, ge=1)
     global_: int = Field(100000, ge=1, alias="global")
     idle_timeout_secs: int = Field(1800, ge=1)
     max_duration_secs: int = Field(86400, ge=1)
+    # Where per_user, per_room and global are counted: each node alone, or the whole cluster
+    # through Redis (cluster mode only). Not in SPEC §2; docs/cluster.md.
+    scope: Literal["node", "cluster"] = "node"
+    # Scope `cluster`: how long a node's entry of a socket lives in Redis unless renewed
+    # (the owning node renews it every third of that): a dead node's sockets free their
+    # slots within this.
+    lease_secs: int = Field(30, ge=1)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
 

@@ -44,13 +44,15 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 
+from cluster import limits
 from cluster import registry as registry_module
 from cluster.connections import connection_manager
 from cluster.fastlane import INBOX_KEY, OPCODE_BINARY, SCOPE_KEY, text_frame, websocket_frame
 from cluster.registry import NodeRegistry
 from monitoring.health import mark_draining
-from rooms import db, jobs, joins
+from rooms import db, jobs, joins, timeouts
 from rooms.codes import MAX_FRAME_BYTES
+from rooms.models import ConnectionLimitOverrides
 from rooms.services import presence
 from rooms.services.events import DEAD_NODE_WINDOW_MS, NODE_SOCKETS_GROUP, SERVER_SHUTDOWN
 from synctv_project.rounds import SLICES, Rounds, check_application
@@ -299,6 +301,13 @@ class SyncTVServer(Server):
             self.background_tasks.append(loop.create_task(worker, name="synctv-jobs-worker"))
         pruning = jobs.schedule_guest_pruning()
         self.background_tasks.append(loop.create_task(pruning, name="synctv-guest-pruning"))
+        manager = connection_manager()
+        read_limits = db.database_call(ConnectionLimitOverrides.current_values)
+        refresh = limits.keep_fresh(manager.limits, read_limits, timeouts.reschedule_everywhere)
+        self.background_tasks.append(loop.create_task(refresh, name="synctv-limits-refresh"))
+        if manager.cluster is not None:
+            leases = manager.cluster.keep_leases(manager.sockets)
+            self.background_tasks.append(loop.create_task(leases, name="synctv-limit-leases"))
         if settings.SYNCTV.cluster_mode:
             heartbeat = self._run_node_registry()
             self.background_tasks.append(loop.create_task(heartbeat, name="synctv-heartbeat"))

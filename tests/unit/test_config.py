@@ -198,6 +198,24 @@ def test_negative_limit_is_refused(clean_env):
     assert_one_line_naming(message, "cluster.connection_limits.global", "-5", "greater than")
 
 
+def test_unknown_limit_scope_is_refused_with_the_choices(clean_env):
+    message = config_error(SYNCTV__CLUSTER__CONNECTION_LIMITS__SCOPE="planet")
+
+    assert_one_line_naming(
+        message, "cluster.connection_limits.scope", "'planet'", "'node' or 'cluster'"
+    )
+
+
+def test_limit_scope_is_node_unless_set(clean_env):
+    assert load_config().cluster.connection_limits.scope == "node"
+
+
+def test_zero_lease_is_refused(clean_env):
+    message = config_error(SYNCTV__CLUSTER__CONNECTION_LIMITS__LEASE_SECS="0")
+
+    assert_one_line_naming(message, "cluster.connection_limits.lease_secs", "0", "greater than")
+
+
 def test_bad_value_in_yaml_is_refused(yaml_file):
     yaml_file("cluster:\n  connection_limits: {per_room: lots}\n")
 

@@ -72,3 +72,25 @@ async def test_ended_and_collected_sockets_drop_out():
     await asyncio.sleep(0.2)
 
     assert sweeper.heap == [] and not ended.timed_out.is_set()
+
+
+async def test_reschedule_applies_a_shorter_deadline_to_sockets_already_watched():
+    sweeper = TimeoutSweeper(asyncio.get_running_loop())
+    socket = FakeSocket(idle_secs=30)
+    sweeper.watch(socket)
+
+    socket.idle_secs = 0.1  # the idle timeout lowered at runtime
+    sweeper.reschedule()
+
+    await asyncio.wait_for(socket.timed_out.wait(), 2)
+
+
+async def test_without_reschedule_a_shorter_deadline_waits_for_the_old_one():
+    sweeper = TimeoutSweeper(asyncio.get_running_loop())
+    socket = FakeSocket(idle_secs=30)
+    sweeper.watch(socket)
+
+    socket.idle_secs = 0.1
+    await asyncio.sleep(0.3)
+
+    assert not socket.timed_out.is_set()
