@@ -110,6 +110,32 @@ def test_chat_goes_both_ways_and_html_in_it_stays_text(synctv, new_page):
     assert ann.input_value("#chat-form [name=text]") == ""
 
 
+def test_a_room_admin_deletes_a_chat_line_and_it_goes_for_everyone(synctv, new_page):
+    api = synctv.api
+    owner = api.signup()
+    room = api.create_room(owner)
+    admin = open_room(new_page, synctv, room["id"], owner)
+    viewer = open_room(new_page, synctv, room["id"], api.guest("spammer"))
+    viewer.fill("#chat-form [name=text]", "buy cheap stuff")
+    viewer.press("#chat-form [name=text]", "Enter")
+    viewer.fill("#chat-form [name=text]", "sorry")
+    viewer.press("#chat-form [name=text]", "Enter")
+    for page in (admin, viewer):
+        wait_for(lambda page=page: page.locator(".chat-line").count() == 2, 5, "both lines")
+    assert viewer.query_selector("#chat-log.can-delete") is None  # a member cannot delete
+
+    line = admin.locator(".chat-line", has_text="buy cheap stuff")
+    line.hover()
+    line.locator(".chat-delete").click()
+
+    for page in (admin, viewer):  # `chat_deleted` removes the line live, on both pages
+        wait_for(
+            lambda page=page: page.locator(".chat-line .chat-text").all_inner_texts() == ["sorry"],
+            5,
+            "the deleted line gone",
+        )
+
+
 def test_a_subtitle_track_shows_its_cues(synctv, media, media_server, room_observer, new_page):
     api = synctv.api
     owner = api.signup()
