@@ -168,6 +168,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # before the snapshot gives all three back, or they would outlive the socket.
         try:
             joined = await self._join_room(membership)
+        except joins.JoinRefused as refused:  # banned or deactivated since admission
+            await self._leave_room()
+            await self.close_with(CloseCode.NOT_ALLOWED, str(refused))
+            return
         except Exception:
             logger.exception("socket could not join the room")
             await self._leave_room()

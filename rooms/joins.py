@@ -23,9 +23,12 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from rooms.db import database_call
 from rooms.loops import per_loop
+from rooms.models import Membership
+from rooms.permissions import MemberStatus
 from rooms.services import presence
 from rooms.services.events import NODE_SOCKETS_GROUP, encode
 from rooms.services.snapshot import room_view
@@ -48,25 +51,55 @@ class Batch:
 
 @dataclass
 class BatchResult:
-    """Each joined room's shared snapshot part, encoded (None: the room is gone), and the
-    joining connections whose room was deleted before their row could be written."""
+    """Each joined room's shared snapshot part, encoded (None: the room is gone), the
+    joining connections whose room was deleted before their row could be written, and
+    those whose user was banned or deactivated since admission."""
 
     rooms: dict[str, str | None]
     gone: set[str]
+    refused: set[str] = field(default_factory=set)
+
+
+class JoinRefused(Exception):
+    """The socket's user was banned from the room, or deactivated, after its admission."""
+
+
+def refused_since_admission(joins: list[tuple[str, str, int]]) -> set[str]:
+    """Joining connections whose user is banned from the room or deactivated now.
+
+    Admission checked both, but a ban or deactivation committed before the socket joined
+    its groups reached none of them; read after the groups are joined, any later one
+    reaches the socket there, so no socket stays open past its ban."""
+    users = {user for _, _, user in joins}
+    inactive = set(
+        get_user_model().objects.filter(id__in=users, is_active=False).values_list("id", flat=True)
+    )
+    banned = set(
+        Membership.objects.filter(
+            room_id__in={room for _, room, _ in joins},
+            user_id__in=users,
+            status=MemberStatus.BANNED,
+        ).values_list("room_id", "user_id")
+    )
+    return {
+        connection for connection, room, user in joins if user in inactive or (room, user) in banned
+    }
 
 
 def run_batch(batch: Batch, node_id: str, chat_history: int) -> BatchResult:
     """Write the batch's presence changes, then read and encode every joined room once."""
-    gone = presence.connect_many(batch.joins, node_id) if batch.joins else set()
+    refused = refused_since_admission(batch.joins) if batch.joins else set()
+    joining = [entry for entry in batch.joins if entry[0] not in refused]
+    gone = presence.connect_many(joining, node_id) if joining else set()
     if batch.leaves:
         presence.disconnect_many(batch.leaves)
     if batch.reclaims:
         presence.reclaim_many(batch.reclaims, node_id)
     rooms: dict[str, str | None] = {}
-    for room_id in dict.fromkeys(room for _, room, _ in batch.joins):
+    for room_id in dict.fromkeys(room for _, room, _ in joining):
         view = room_view(room_id, chat_history)
         rooms[room_id] = None if view is None else encode(view)
-    return BatchResult(rooms, gone)
+    return BatchResult(rooms, gone, refused)
 
 
 class JoinBatcher:
@@ -127,7 +160,11 @@ class JoinBatcher:
                         future.set_exception(exc)
                 continue
             for (connection_id, room_id, _), future in joins:
-                if not future.done():
+                if future.done():
+                    continue
+                if connection_id in result.refused:
+                    future.set_exception(JoinRefused("you may no longer join this room"))
+                else:
                     gone = connection_id in result.gone
                     future.set_result(None if gone else result.rooms.get(room_id))
             for _, future in leaves:
