@@ -256,7 +256,8 @@ class RedisBridge:
         pending = self._subscribing.get(self._room_channel(room_id))
         if pending is not None:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
+                # The first watch's two bounded steps: the stream's position, the subscribe.
+                async with asyncio.timeout(2 * SUBSCRIBE_TIMEOUT_SECS):
                     await pending.wait()
 
     async def unwatch(self, room_id: str) -> None:
@@ -331,16 +332,19 @@ class RedisBridge:
         self.pubsub = self.publisher.pubsub()
         channels = [self.broadcast_channel, self.node_channel, *self.watched]
         await self._subscribe(channels, read_here=True)
-        # Rooms first watched while this ran (watch() subscribes only once healthy).
+        server_id = None  # a Redis Cluster has many servers: its stream ids are not compared
+        if self.target.kind != "cluster":
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
+                info = await self.client.info("server")
+            server_id = str(info.get("run_id")) or None
+        # Rooms first watched while this ran (watch() subscribes only once healthy). Nothing
+        # may be awaited after this loop: the caller marks the bridge healthy right away,
+        # and a room watched in between would never be subscribed.
         subscribed = set(channels)
         while late := [channel for channel in self.watched if channel not in subscribed]:
             await self._subscribe(late, read_here=True)
             subscribed.update(late)
-        if self.target.kind == "cluster":
-            return None  # many servers: stream ids are not compared across a reconnect
-        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECS):
-            info = await self.client.info("server")
-        return str(info.get("run_id")) or None
+        return server_id
 
     async def _catch_up(self, server_id: str | None, outage_started: int | None) -> None:
         """Back after a cut: apply what the rooms' streams kept, re-read the rest from the

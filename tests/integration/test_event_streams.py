@@ -219,3 +219,41 @@ async def test_a_second_group_of_a_room_waits_for_the_first_ones_subscription(
         await joining
         message = await receiver.receive(second)
     assert message["type"] == "after.join"
+
+
+async def test_rooms_first_watched_at_every_step_of_the_connection_are_all_subscribed(
+    redis_server,  # noqa: F811
+    partition_proxy,  # noqa: F811
+    layers,
+):
+    """Sockets joining rooms all through a node's first connection to Redis (a restarted
+    node whose clients come back at once): every room ends up subscribed, whichever step of
+    the connection its first watch fell in (the soak's client stuck on its snapshot after a
+    drain: a room watched while the bridge read Redis's run_id was never subscribed)."""
+    proxy = partition_proxy(redis_server.port)
+    proxy.latency = 0.15  # each step of the connection takes a while
+    sender = await layers(redis_server.url, "sender")
+    receiver = await layers(proxy.url, "receiver", connected=False)
+    channels: dict[str, str] = {}
+    async with asyncio.timeout(DEADLINE):
+        # Joins paced a little slower than a round trip, so that some fall between the
+        # connection's steps, over the ~2 s it takes.
+        while not receiver.bridge.healthy and len(channels) < 30:
+            room = f"room.r{len(channels)}"
+            channels[room] = await receiver.new_channel()
+            await receiver.group_add(room, channels[room])
+            await asyncio.sleep(0.45)
+        await receiver.bridge.wait_connected()
+    proxy.latency = 0.0
+    for room in channels:
+        await sender.group_send(room, {"type": "after.connect"})
+    missing = []
+    for room, channel in channels.items():
+        try:
+            async with asyncio.timeout(2.0):
+                message = await receiver.receive(channel)
+            assert message["type"] == "after.connect"
+        except TimeoutError:
+            missing.append(room)
+    assert len(channels) >= 4, "the connection was too quick to join rooms all through it"
+    assert not missing, f"rooms never subscribed: {missing} of {len(channels)}"
