@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -177,6 +178,16 @@ async def test_a_killed_node_s_viewers_are_back_through_nginx_on_the_other_node_
         assert all(snapshot["playback"]["version"] == seek["version"] for _, snapshot in back)
         assert all(snapshot["playback"]["position"] >= 42.0 for _, snapshot in back)
         assert all(len(viewer.clients) == 1 for viewer in watching if viewer not in on_a)
+
+    # Every socket closed: nginx logged each, a reconnect's failed try of the killed node
+    # included (later ones skip it for fail_timeout), and never a token (SPEC 4), which its
+    # error lines would quote from the request line.
+    routed = await routed_sockets(proxy, expected=sessions_of(watching))
+    failed_over = [entry for entry in routed if len(entry.upstreams) > 1]
+    assert failed_over, routed
+    assert all(entry.upstreams[-1] == f"{b.host}:{b.port}" for entry in failed_over), routed
+    logs = proxy.log_path.read_text(encoding="utf-8") + proxy.access_log_text()
+    assert not [token for token in tokens if token in logs or quote(token, safe="") in logs]
 
 
 class HeldSocket:

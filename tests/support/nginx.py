@@ -2,7 +2,7 @@
 
 `nginx_config()` is a template step, not a second config: it takes deploy/nginx.conf as
 it is and replaces only what differs on a test machine (the upstream servers, the listen
-port, the pid, temporary and log paths, pointed into the test's directory), so the
+port, the pid, temporary files and the access log, pointed into the test's directory), so the
 failover behaviour under test (least_conn, max_fails, proxy_next_upstream, timeouts) is
 the deployed one. Each replacement must match exactly once: a changed deploy/nginx.conf
 fails loudly here instead of silently testing something else.
@@ -39,9 +39,9 @@ from tests.support.servers import (
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
 ACCESS_LOG = "access.log"
-# The path only, never the query string: a socket's token is in it.
-ACCESS_LOG_FORMAT = '\'$request_method $uri $status "$upstream_addr" "$upstream_status"\''
-_ACCESS_LINE = re.compile(r'^(\S+) (\S+) (\d+) "([^"]*)" "([^"]*)"$')
+# deploy/nginx.conf's `synctv` format: client [time] "method path" status seconds
+# "upstreams" "their statuses" correlation id.
+_ACCESS_LINE = re.compile(r'^\S+ \[\S+\] "(\S+) (\S+)" (\d+) \S+ "([^"]*)" "([^"]*)" \S+$')
 
 
 class TemplateMismatch(AssertionError):
@@ -89,11 +89,8 @@ def nginx_config(addresses: Sequence[str], port: int, run_dir: Path) -> str:
         raise TemplateMismatch(f"{NGINX_CONF}: a /tmp path the template step does not move")
     return _replace_once(
         text,
-        r"^(\s*)access_log off;$",
-        lambda m: (
-            f"{m.group(1)}log_format synctv_upstreams {ACCESS_LOG_FORMAT};\n"
-            f"{m.group(1)}access_log {run_dir / ACCESS_LOG} synctv_upstreams;"
-        ),
+        r"^(\s*)access_log /dev/stdout synctv;$",
+        lambda m: f"{m.group(1)}access_log {run_dir / ACCESS_LOG} synctv;",
     )
 
 
@@ -151,11 +148,14 @@ class NginxProcess(ManagedProcess):
             return True
         return False
 
+    def access_log_text(self) -> str:
+        """The access log so far (empty before the first request ends)."""
+        path = self.run_dir / ACCESS_LOG
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
     def routed(self) -> list[Routed]:
         """Every request nginx finished so far (a WebSocket once closed), oldest first."""
-        path = self.run_dir / ACCESS_LOG
-        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-        found = [_ACCESS_LINE.match(line) for line in lines]
+        found = [_ACCESS_LINE.match(line) for line in self.access_log_text().splitlines()]
         return [Routed(m[1], m[2], int(m[3]), _split(m[4]), _split(m[5])) for m in found if m]
 
 
