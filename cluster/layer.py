@@ -147,6 +147,10 @@ class ClusterChannelLayer(BaseChannelLayer):
         """Queue this channel's fast-lane messages again, like any other (it is closing)."""
         self.hub.detach_sink(channel)
 
+    def started_bridge(self) -> RedisBridge | None:
+        """The running event loop's Redis bridge if it was started (this never starts one)."""
+        return self._bridges.get(asyncio.get_running_loop())
+
     @property
     def bridge(self) -> RedisBridge | None:
         """The running event loop's Redis bridge (cluster mode), started on first use."""

@@ -1,9 +1,11 @@
 """Throttles of the sign-in endpoints (docs/api.md): tries per client address, and per
 username for login, so a spread attack on one account is limited too.
 
-django-ninja's SimpleRateThrottle does the counting (a sliding log of request times in
-Django's cache); the rates come from settings.SYNCTV_THROTTLE_RATES (`auth.throttle`),
-read at each request, and an empty rate means no limit.
+In cluster mode the tries are counted across the cluster, in Redis
+(cluster/throttle_redis.py), so N nodes do not allow N times the rate. In single-node mode, and while Redis gives no
+answer, django-ninja's SimpleRateThrottle counts them in this node's memory (a sliding log
+of request times in Django's cache). The rates come from settings.SYNCTV_THROTTLE_RATES
+(`auth.throttle`), read at each request, and an empty rate means no limit.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import hashlib
 import json
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from ninja.throttling import BaseThrottle, SimpleRateThrottle
+
+from cluster import throttle_redis
 
 
 class ConfiguredThrottle(SimpleRateThrottle):
@@ -27,6 +32,7 @@ class ConfiguredThrottle(SimpleRateThrottle):
         self.scope = rate_key
         self.rate = None
         self.num_requests, self.duration = None, None
+        self.shared_wait: float | None = None  # set when Redis refused the try
 
     def allow_request(self, request: HttpRequest) -> bool:
         """Count this request; False once the window holds as many as the rate allows."""
@@ -35,10 +41,19 @@ class ConfiguredThrottle(SimpleRateThrottle):
             return True
         self.rate = rate
         self.num_requests, self.duration = self.parse_rate(rate)
+        self.shared_wait = None
+        key = self.get_cache_key(request)
+        if key is not None and self.num_requests is not None and self.duration is not None:
+            counted = _count_in_cluster(key, self.num_requests, self.duration)
+            if counted != throttle_redis.NOT_REACHED:
+                self.shared_wait = counted if isinstance(counted, float) else None
+                return counted is None
         return super().allow_request(request)
 
     def wait(self) -> float | None:
         """Seconds until enough requests have left the window for one more to pass."""
+        if self.shared_wait is not None:
+            return max(1.0, self.shared_wait)
         if self.num_requests is None or self.duration is None or not self.history:
             return None
         frees_a_slot = self.history[min(self.num_requests, len(self.history)) - 1]
@@ -64,6 +79,16 @@ class UsernameThrottle(ConfiguredThrottle):
             return None
         ident = hashlib.sha256(username.casefold().encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def _count_in_cluster(key: str, allowed: int, window_secs: float) -> float | None | str:
+    """One try counted in Redis (cluster mode), or NOT_REACHED: count it here."""
+    if not settings.SYNCTV.redis.url:
+        return throttle_redis.NOT_REACHED
+    try:
+        return async_to_sync(throttle_redis.count_try)(key, allowed, window_secs)
+    except RuntimeError:  # called on a thread that runs an event loop: no way to wait here
+        return throttle_redis.NOT_REACHED
 
 
 def _body_username(request: HttpRequest) -> str | None:

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from cluster.limits_redis import ClusterAdmission
 from rooms.codes import CloseCode, ErrorCode
 from tests.support.clients import FRAME_TIMEOUT, RoomClient, as_guest, create_room, http_client
-from tests.support.cluster import cluster, cluster_env  # noqa: F401
+from tests.support.cluster import cluster, cluster_env, redis_degraded  # noqa: F401
 from tests.support.redis_servers import (  # noqa: F401
     RedisServer,
     redis_cluster,
@@ -115,15 +115,6 @@ async def wait_for(check, what: str, within: float) -> None:
     while not check():
         assert time.monotonic() < deadline, f"no {what} within {within:g}s"
         await asyncio.sleep(0.1)
-
-
-async def redis_degraded(node, within: float) -> None:
-    """Wait until `node`'s /ready says it serves without Redis."""
-    deadline = time.monotonic() + within
-    async with http_client(node) as http:
-        while (await http.get("/ready")).json()["checks"]["redis"] != "degraded":
-            assert time.monotonic() < deadline, f"{node.node_id} not degraded within {within:g}s"
-            await asyncio.sleep(0.1)
 
 
 # --- node scope (the default) ----------------------------------------------------------------

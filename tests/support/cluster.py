@@ -13,8 +13,10 @@ pid in the fixture finalizers (the nodes by `serve_node`'s).
 
 from __future__ import annotations
 
+import asyncio
 import string
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.clients import http_client
 from tests.support.redis_servers import RedisServer
 from tests.support.servers import ManagedProcess, ServeProcess, database_url, node_env
 
@@ -115,3 +118,12 @@ def worker_process(
         for worker in workers:
             print(f"--- {worker.describe()} (last lines of {worker.log_path}) ---")
             print(worker.log_tail(30))
+
+
+async def redis_degraded(node, within: float) -> None:
+    """Wait until `node`'s /ready says it serves without Redis."""
+    deadline = time.monotonic() + within
+    async with http_client(node) as http:
+        while (await http.get("/ready")).json()["checks"]["redis"] != "degraded":
+            assert time.monotonic() < deadline, f"{node.node_id} not degraded within {within:g}s"
+            await asyncio.sleep(0.1)

@@ -1,0 +1,73 @@
+"""Sign-in throttles counted across the cluster (docs/api.md, "Throttling"): two real nodes
+sharing one real Redis count one client's tries together, and count them each alone while
+Redis is down (cluster/throttle_redis.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rooms.codes import ErrorCode
+from tests.support.clients import http_client
+from tests.support.cluster import cluster, cluster_env, redis_degraded  # noqa: F401
+from tests.support.redis_servers import RedisServer, redis_server  # noqa: F401
+from tests.support.servers import serve_node  # noqa: F401
+
+pytestmark = [pytest.mark.serve, pytest.mark.timeout(90)]
+
+OUTAGE_DEADLINE = 10.0  # a node notices a killed Redis within ~3 s
+THROTTLED = {
+    "SYNCTV__AUTH__THROTTLE__ENABLED": "true",
+    "SYNCTV__AUTH__THROTTLE__GUEST_PER_IP": "3/min",
+    "SYNCTV__AUTH__THROTTLE__LOGIN_PER_USERNAME": "2/min",
+}
+
+
+async def post(node, path: str, body: dict) -> tuple[int, dict, str | None]:
+    async with http_client(node) as http:
+        response = await http.post(path, json=body)
+    return response.status_code, response.json(), response.headers.get("Retry-After")
+
+
+async def guest(node) -> tuple[int, str | None]:
+    status, body, retry_after = await post(node, "/api/auth/guest", {"name": "Viewer"})
+    assert status in (200, 429), body
+    if status == 429:
+        assert body["error"]["code"] == ErrorCode.RATE_LIMITED, body
+        assert retry_after is not None and 1 <= int(retry_after) <= 60, retry_after
+    return status, retry_after
+
+
+async def test_one_address_s_tries_are_counted_on_every_node_together(cluster):  # noqa: F811
+    a, b = cluster(2, env=THROTTLED)
+
+    answers = [(await guest(node))[0] for node in (a, b, a, b, a)]
+
+    # 3/min from this address in all: the fourth try is refused, on whichever node.
+    assert answers == [200, 200, 200, 429, 429]
+
+
+async def test_login_tries_of_one_username_are_counted_on_every_node_together(cluster):  # noqa: F811
+    a, b = cluster(2, env=THROTTLED)
+    status, body, _ = await post(a, "/api/auth/signup", {"username": "alice", "password": "x" * 12})
+    assert status == 201, body
+    wrong = {"username": "alice", "password": "wrong-password"}
+
+    answers = [(await post(node, "/api/auth/login", wrong))[0] for node in (a, b, a)]
+
+    assert answers == [401, 401, 429]
+
+
+async def test_without_redis_each_node_counts_its_own_tries(
+    cluster,  # noqa: F811
+    redis_server: RedisServer,  # noqa: F811
+):
+    a, b = cluster(2, env=THROTTLED)
+    assert [(await guest(node))[0] for node in (a, b, a)] == [200, 200, 200]
+
+    redis_server.kill()
+    for node in (a, b):
+        await redis_degraded(node, OUTAGE_DEADLINE)
+
+    # No 500 and still a limit: each node's memory counts from its first try without Redis.
+    assert [(await guest(a))[0] for _ in range(4)] == [200, 200, 200, 429]
+    assert [(await guest(b))[0] for _ in range(4)] == [200, 200, 200, 429]
