@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from rooms.models import ConnectionLimitOverrides
+from rooms.services.staff import log_action
 
 # Model field → key of `cluster.connection_limits` whose value a blank field keeps.
 CONFIGURED_KEY = {
@@ -38,6 +39,12 @@ class ConnectionLimitOverridesAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Blank fields are the way back to the defaults."""
         return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Save the row, and log who changed which limits to what (None: the default)."""
+        super().save_model(request, obj, form, change)
+        changes = {name: form.cleaned_data.get(name) for name in form.changed_data}
+        log_action("changed connection limits", request.user, changes=changes)
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

@@ -111,6 +111,20 @@ async def test_saving_in_the_admin_applies_here_at_once_and_blank_restores_the_d
     assert (restored.per_room, restored.idle_timeout_secs) == (50, 1800)
 
 
+async def test_a_limit_change_in_the_admin_is_logged_with_the_staff_user(
+    settings, staff_client, caplog
+):
+    override_connection_limits(settings, per_room=50)
+
+    with caplog.at_level("INFO", logger="rooms.services.staff"):
+        answer = await save_in_admin(staff_client, per_room=3)
+    assert answer.status_code == 302
+
+    [record] = [r for r in caplog.records if r.message == "admin changed connection limits"]
+    assert record.changes == {"per_room": 3}
+    assert record.staff is True and record.user_id is not None
+
+
 # --- two real nodes ------------------------------------------------------------------------
 
 
