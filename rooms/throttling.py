@@ -2,10 +2,11 @@
 username for login, so a spread attack on one account is limited too.
 
 In cluster mode the tries are counted across the cluster, in Redis
-(cluster/throttle_redis.py), so N nodes do not allow N times the rate. In single-node mode, and while Redis gives no
-answer, django-ninja's SimpleRateThrottle counts them in this node's memory (a sliding log
-of request times in Django's cache). The rates come from settings.SYNCTV_THROTTLE_RATES
-(`auth.throttle`), read at each request, and an empty rate means no limit.
+(cluster/throttle_redis.py), so N nodes do not allow N times the rate. In single-node
+mode, and while Redis gives no answer, django-ninja's SimpleRateThrottle counts them in
+this node's memory (a sliding log of request times in Django's cache). The rates come
+from settings.SYNCTV_THROTTLE_RATES (`auth.throttle`), read at each request, and an
+empty rate means no limit.
 """
 
 from __future__ import annotations
