@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from cluster.limits_redis import ClusterAdmission
 from rooms.codes import CloseCode, ErrorCode
 from tests.support.clients import FRAME_TIMEOUT, RoomClient, as_guest, create_room, http_client
-from tests.support.cluster import cluster, cluster_env, redis_degraded  # noqa: F401
+from tests.support.cluster import cluster, cluster_env, wait_for_redis  # noqa: F401
 from tests.support.redis_servers import (  # noqa: F401
     RedisServer,
     redis_cluster,
@@ -173,7 +173,7 @@ async def test_without_redis_limits_fall_back_to_each_node_then_the_cluster_agai
 
     redis_server.kill()
     for node in (a, b):
-        await redis_degraded(node, OUTAGE_DEADLINE)
+        await wait_for_redis(node, "degraded", OUTAGE_DEADLINE)
 
     # Each node counts its own sockets: B admits Alice's first socket there, not a second.
     await attempts.admitted(b, room, alice)

@@ -120,10 +120,13 @@ def worker_process(
             print(worker.log_tail(30))
 
 
-async def redis_degraded(node, within: float) -> None:
-    """Wait until `node`'s /ready says it serves without Redis."""
+async def wait_for_redis(node, expected: str, within: float) -> None:
+    """Wait until `node`'s /ready reports Redis as `expected`: `ok` once connected,
+    `degraded` while it serves without Redis."""
     deadline = time.monotonic() + within
     async with http_client(node) as http:
-        while (await http.get("/ready")).json()["checks"]["redis"] != "degraded":
-            assert time.monotonic() < deadline, f"{node.node_id} not degraded within {within:g}s"
+        while (await http.get("/ready")).json()["checks"]["redis"] != expected:
+            assert time.monotonic() < deadline, (
+                f"{node.node_id}: Redis not {expected} in {within:g}s"
+            )
             await asyncio.sleep(0.1)
