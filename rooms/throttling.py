@@ -43,13 +43,25 @@ class ConfiguredThrottle(SimpleRateThrottle):
         self.rate = rate
         self.num_requests, self.duration = self.parse_rate(rate)
         self.shared_wait = None
-        key = self.get_cache_key(request)
-        if key is not None and self.num_requests is not None and self.duration is not None:
-            counted = _count_in_cluster(key, self.num_requests, self.duration)
-            if counted != throttle_redis.NOT_REACHED:
-                self.shared_wait = counted if isinstance(counted, float) else None
-                return counted is None
+        counted = self._count_in_cluster(request)
+        if counted != throttle_redis.NOT_REACHED:
+            self.shared_wait = counted if isinstance(counted, float) else None
+            return counted is None
         return super().allow_request(request)
+
+    def _count_in_cluster(self, request: HttpRequest) -> float | None | str:
+        """This try counted in Redis (cluster mode), or NOT_REACHED: count it here. In
+        single-node mode nothing is computed (the key is, by the local count)."""
+        allowed, window = self.num_requests, self.duration
+        if not settings.SYNCTV.redis.url or allowed is None or window is None:
+            return throttle_redis.NOT_REACHED
+        key = self.get_cache_key(request)
+        if key is None:
+            return throttle_redis.NOT_REACHED
+        try:
+            return async_to_sync(throttle_redis.count_try)(key, allowed, window)
+        except RuntimeError:  # called on a thread that runs an event loop: no way to wait here
+            return throttle_redis.NOT_REACHED
 
     def wait(self) -> float | None:
         """Seconds until enough requests have left the window for one more to pass."""
@@ -80,16 +92,6 @@ class UsernameThrottle(ConfiguredThrottle):
             return None
         ident = hashlib.sha256(username.casefold().encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
-
-
-def _count_in_cluster(key: str, allowed: int, window_secs: float) -> float | None | str:
-    """One try counted in Redis (cluster mode), or NOT_REACHED: count it here."""
-    if not settings.SYNCTV.redis.url:
-        return throttle_redis.NOT_REACHED
-    try:
-        return async_to_sync(throttle_redis.count_try)(key, allowed, window_secs)
-    except RuntimeError:  # called on a thread that runs an event loop: no way to wait here
-        return throttle_redis.NOT_REACHED
 
 
 def _body_username(request: HttpRequest) -> str | None:
